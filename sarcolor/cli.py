@@ -1,0 +1,144 @@
+"""The one command line: ``sarcolor colorize | train | evaluate | export | serve``.
+
+Every subcommand's options are declared here, in one place; the work is done by plain functions in the
+modules named after each job. User errors become one line on stderr and a non-zero exit, never a traceback
+(set SARCOLOR_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import SarColorError
+from .preprocess import SCALES
+
+log = logging.getLogger("sarcolor")
+
+
+def _parse_bands(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        bands = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise SarColorError(f"--bands {text!r}: expected 1-based band numbers such as 1 or 1,2") from None
+    if not bands or len(bands) > 2 or min(bands) < 1:
+        raise SarColorError(f"--bands {text!r}: give one band, or two (VV,VH), numbered from 1")
+    return bands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sarcolor", description="Deep-learning colorization of SAR imagery.")
+    p.add_argument("--version", action="version", version=f"sarcolor {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("colorize", help="colorize a SAR image, or every image in a folder")
+    c.add_argument("input", help="SAR image (PNG, JPEG, TIFF, GeoTIFF) or a folder of them")
+    c.add_argument("-o", "--output", required=True,
+                   help="output file (.tif/.tiff -> GeoTIFF, .png/.jpg -> 8-bit RGB), or a folder")
+    c.add_argument("--model", default="default", help="shipped model name or .safetensors file (default: default)")
+    c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
+    c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
+    c.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
+                   help="output format for folder input (default: .tif)")
+    c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+
+    t = sub.add_parser("train", help="train or fine-tune a model on SAR/optical pairs")
+    t.add_argument("--config", required=True, help="YAML or TOML training config")
+    t.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. steps=500 data.root=...)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run folder")
+    t.add_argument("--init", help="start from a model: 'default' or a checkpoint / .safetensors path")
+    t.add_argument("-q", "--quiet", action="store_true")
+
+    e = sub.add_parser("evaluate", help="score models and baselines on SAR/optical pairs")
+    e.add_argument("--config", help="training config whose data and split to use")
+    e.add_argument("--data", help="dataset folder (instead of --config)")
+    e.add_argument("--split", default="val", help="split to score: val, test, all, or a split file")
+    e.add_argument("--models", nargs="+", default=["default"], help="shipped names, .safetensors or checkpoints")
+    e.add_argument("--no-baselines", action="store_true", help="skip the mean-colour and intensity baselines")
+    e.add_argument("-o", "--out", required=True, help="report folder")
+    e.add_argument("--samples", type=int, default=6, help="rows on the contact sheet (default: 6)")
+    e.add_argument("--heatmap", action="store_true", help="also write per-pixel error heatmaps")
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    e.add_argument("-q", "--quiet", action="store_true")
+
+    x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
+    x.add_argument("checkpoint", help="training checkpoint folder or file")
+    x.add_argument("-o", "--output", required=True, help="output .safetensors")
+
+    s = sub.add_parser("serve", help="start the web page and HTTP API")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--model", default="default")
+    s.add_argument("--max-upload-mb", type=float, default=200.0)
+    s.add_argument("--max-pixels", type=float, default=400e6, help="largest accepted image, in pixels")
+    s.add_argument("--workers", type=int, default=1, help="concurrent colorize jobs")
+    s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
+    return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sarcolor")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch a parsed command to the module that does the work; returns the exit code."""
+    if args.command == "colorize":
+        from .colorize import colorize_paths
+
+        return colorize_paths(args.input, args.output, model=args.model, scale=args.scale,
+                              bands=_parse_bands(args.bands), device=args.device, out_ext=args.out_ext,
+                              tta=args.tta, overwrite=args.overwrite, quiet=args.quiet)
+    if args.command == "train":
+        from .train import train_from_cli
+
+        return train_from_cli(args.config, args.overrides, resume=args.resume, init=args.init, quiet=args.quiet)
+    if args.command == "evaluate":
+        from .evaluate import evaluate_from_cli
+
+        return evaluate_from_cli(args)
+    if args.command == "export":
+        from .train import export_checkpoint
+
+        export_checkpoint(args.checkpoint, args.output)
+        return 0
+    if args.command == "serve":
+        from .server import serve
+
+        return serve(args)
+    raise SarColorError(f"unknown command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="sarcolor: %(message)s")
+    try:
+        return run(args)
+    except SarColorError as exc:
+        print(f"sarcolor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sarcolor: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last resort: still one line, unless debugging
+        if os.environ.get("SARCOLOR_DEBUG"):
+            raise
+        print(f"sarcolor: error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Generators and discriminators, their config dataclass, and safe (safetensors) save/load.
+
+A model file is a safetensors file whose metadata carries the ``ModelConfig`` as JSON, so that inference
+rebuilds the network from the file alone (like nanoGPT's ``model_args``). No pickle is ever loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import SarColorError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors"}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a generator and feed it correctly."""
+
+    arch: str = "sarcolornet"  # "sarcolornet" (our default design) or "pix2pix-seed" (the prototype)
+    in_channels: int = 1  # sarcolornet: 1 (one polarisation); pix2pix-seed: 3 equal channels
+    width: int = 24  # channels at the first (1/2-resolution) level; doubles per level
+    enc_depths: tuple[int, ...] = (1, 2, 3, 4)  # blocks per level at 1/2, 1/4, 1/8, 1/16 resolution
+    expand: int = 2  # inverted-residual expansion factor
+    input_norm: str = "logpct"  # "logpct": log + scene percentile stretch; "seed": 8-bit/127.5-1
+    polarisation: str = "VH"  # the polarisation the model was trained on (picked from dual-pol inputs)
+    tile: int = 512  # inference tile size (pixels)
+    overlap: int = 64  # inference tile overlap (pixels)
+    name: str = "sarcolornet"
+    extra: dict = field(default_factory=dict)  # free-form provenance (data, steps, seed)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        raw = {k: v for k, v in raw.items() if k in known}
+        if "enc_depths" in raw:
+            raw["enc_depths"] = tuple(raw["enc_depths"])
+        return cls(**raw)
+
+
+def seed_config() -> ModelConfig:
+    """The prototype's configuration: 128x128 tiles, 3 equal input channels in [-1, 1]."""
+    return ModelConfig(arch="pix2pix-seed", in_channels=3, input_norm="seed", tile=128, overlap=32,
+                       name="pix2pix-seed", enc_depths=(), width=64)
+
+
+# --------------------------------------------------------------------------------------------------
+# sarcolornet: a compact U-Net of inverted-residual (depthwise-separable) blocks, resize-conv upsampling
+# --------------------------------------------------------------------------------------------------
+class Block(nn.Module):
+    """Depthwise 3x3 (optionally dilated) -> BN -> pointwise expand -> GELU -> pointwise project, residual."""
+
+    def __init__(self, c: int, expand: int = 2, dilation: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, groups=c, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.pw1 = nn.Conv2d(c, c * expand, 1)
+        self.pw2 = nn.Conv2d(c * expand, c, 1)
+        # Small residual scale keeps the deep stack stable at the start of training.
+        self.scale = nn.Parameter(torch.full((1, c, 1, 1), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.pw2(F.gelu(self.pw1(self.bn(self.dw(x)))))
+
+
+class SarColorNet(nn.Module):
+    """SAR (1 channel, normalised to about [-1, 1]) -> RGB in [-1, 1]. Fully convolutional at any size.
+
+    The input is pixel-unshuffled to 1/2 resolution without losing a pixel, the work is done at 1/2 .. 1/16
+    resolution (colour is low-frequency), and a pixel-shuffle head restores full resolution. Decoder
+    upsampling is bilinear + 1x1 conv, which avoids transposed-conv checkerboards.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w, d, e = cfg.width, cfg.enc_depths, cfg.expand
+        chans = [w * 2**i for i in range(len(d))]
+        self.levels = len(d)
+        self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(cfg.in_channels * 4, chans[0], 3, padding=1),
+                                  nn.GELU())
+        self.enc = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for i, (c, n) in enumerate(zip(chans, d, strict=True)):
+            last = i == len(d) - 1
+            # Dilations at the coarsest level widen the receptive field for context, without global pooling
+            # (a global op would make colours depend on the tile and show as seams).
+            dil = ([1, 2, 4, 8][:n] + [1] * n)[:n] if last else [1] * n
+            self.enc.append(nn.Sequential(*[Block(c, e, dl) for dl in dil]))
+            if not last:
+                self.downs.append(nn.Conv2d(c, chans[i + 1], 2, stride=2))
+        self.ups = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for i in range(len(d) - 1, 0, -1):
+            self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
+            # No block at the finest level: it would cost a quarter of the full-resolution pixel count.
+            self.dec.append(Block(chans[i - 1], e) if i > 1 else nn.Identity())
+        self.head = nn.Sequential(nn.Conv2d(chans[0], 12, 3, padding=1), nn.PixelShuffle(2))
+
+    @property
+    def multiple(self) -> int:
+        return 2**self.levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        y = self.stem(x)
+        skips = []
+        for i, blocks in enumerate(self.enc):
+            y = blocks(y)
+            if i < len(self.downs):
+                skips.append(y)
+                y = self.downs[i](y)
+        for up, dec in zip(self.ups, self.dec, strict=True):
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = dec(up(y) + skip)
+        return torch.tanh(self.head(y)[..., :h, :w])
+
+
+# --------------------------------------------------------------------------------------------------
+# pix2pix-seed: the hackathon prototype, layer for layer
+# --------------------------------------------------------------------------------------------------
+def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(0.2))
+    return nn.Sequential(*layers)
+
+
+def _up(cin: int, cout: int, dropout: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if dropout:
+        layers.append(nn.Dropout(0.5))
+    layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Pix2PixUNet(nn.Module):
+    """The prototype's U-Net at 128x128: 7 down (64-128-256-512-512-512-512), 6 up, tanh. ~41.8M params."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cin = cfg.in_channels if cfg else 3
+        downs = [64, 128, 256, 512, 512, 512, 512]
+        self.downs = nn.ModuleList([_down(cin, 64, bn=False)] +
+                                   [_down(a, b) for a, b in zip(downs[:-1], downs[1:], strict=True)])
+        ups = [512, 512, 512, 256, 128, 64]
+        skips = downs[-2::-1]  # 512, 512, 512, 256, 128, 64
+        self.ups = nn.ModuleList()
+        prev = downs[-1]
+        for i, (u, s) in enumerate(zip(ups, skips, strict=True)):
+            self.ups.append(_up(prev, u, dropout=i < 3))
+            prev = u + s
+        self.last = nn.ConvTranspose2d(prev, 3, 4, stride=2, padding=1)
+
+    multiple = 128
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for d in self.downs:
+            x = d(x)
+            skips.append(x)
+        for up, s in zip(self.ups, reversed(skips[:-1]), strict=True):
+            x = torch.cat([up(x), s], 1)
+        return torch.tanh(self.last(x))
+
+
+class SeedDiscriminator(nn.Module):
+    """The prototype's discriminator: cat(SAR, RGB) -> 4 stride-2 convs (64..512, ReLU) -> 8x8 logits."""
+
+    def __init__(self, sar_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = sar_channels + 3
+        for o in (64, 128, 256, 512):
+            layers += [nn.Conv2d(c, o, 4, stride=2, padding=1), nn.ReLU()]
+            c = o
+        layers.append(nn.Conv2d(c, 1, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, sar: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([sar, rgb], 1))
+
+
+class PatchDiscriminator(nn.Module):
+    """Spectral-norm PatchGAN on (SAR, RGB) used as an optional adversarial term for sarcolornet."""
+
+    def __init__(self, sar_channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        c, layers = sar_channels + 3, []
+        for i, o in enumerate((width, width * 2, width * 4)):
+            layers += [sn(nn.Conv2d(c, o, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            c = o
+            del i
+        layers.append(sn(nn.Conv2d(c, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, sar: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([sar, rgb], 1))
+
+
+# The single place where an architecture name becomes a class.
+ARCHS = {"sarcolornet": SarColorNet, "pix2pix-seed": Pix2PixUNet}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch not in ARCHS:
+        raise SarColorError(f"unknown architecture {cfg.arch!r}; known: {', '.join(ARCHS)}")
+    return ARCHS[cfg.arch](cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig, card: str = "") -> None:
+    """Write inference weights + config (+ optional model card text) atomically as safetensors."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"sarcolor_config": cfg.to_json(), "model_card": card})
+    tmp.replace(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    if str(name_or_path) in SHIPPED:
+        return SHIPPED[str(name_or_path)]
+    p = Path(name_or_path)
+    if not p.exists():
+        raise SarColorError(f"{p}: model not found (give a .safetensors file or one of: {', '.join(SHIPPED)})")
+    if p.is_dir():
+        raise SarColorError(f"{p}: is a directory, expected a .safetensors model file")
+    return p
+
+
+def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild a generator from a safetensors model file (or a shipped name) in eval mode."""
+    path = resolve_model_path(name_or_path)
+    try:
+        meta = read_metadata(path)
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise SarColorError(f"{path}: not a readable safetensors model ({exc.__class__.__name__})") from None
+    if "sarcolor_config" not in meta:
+        raise SarColorError(f"{path}: safetensors file has no sarcolor config; export it with `sarcolor export`")
+    cfg = ModelConfig.from_json(meta["sarcolor_config"])
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SarColorError(f"{path}: weights do not match config {cfg.arch}: {str(exc).splitlines()[0]}") from None
+    model.eval().to(device)
+    return model, cfg

@@ -1,0 +1,96 @@
+"""SAR preprocessing: decide how pixel values are scaled, and turn them into a model's input.
+
+Every input is first brought to a dB-like log domain (``to_db``); per-scene statistics (``SceneStats``)
+are computed once on the whole scene (or a decimated read of it), so that every tile of a large scene is
+normalised identically and no seam can come from normalisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SarColorError
+
+log = logging.getLogger("sarcolor")
+
+SCALES = ("auto", "db", "linear", "amplitude", "8bit")
+_EPS_LIN = 1e-6
+
+
+@dataclass(frozen=True)
+class SceneStats:
+    """Per-scene normalisation constants, all in dB."""
+
+    scale: str  # the resolved interpretation (never "auto")
+    lo: float  # 1st percentile of valid pixels
+    hi: float  # 99th percentile of valid pixels
+    ref: float  # the dB value that an 8-bit display product would show as white (255)
+
+
+def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
+    """Guess the scaling from dtype and value range of valid pixels; the caller logs the decision."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return "8bit"
+    v = sample[np.isfinite(sample)]
+    if v.size == 0:
+        raise SarColorError("no valid pixels to decide the scale from")
+    if np.issubdtype(dtype, np.integer):
+        # Integer GRD products (uint16 DN) are amplitudes; negative integers can only be dB.
+        return "db" if v.min() < 0 else "amplitude"
+    p1, p50 = np.percentile(v, [1, 50])
+    if p1 < 0 or p50 < -1:
+        return "db"  # calibrated dB backscatter is mostly in [-30, +5]
+    # Positive floats: sigma0 power has a median far below 1 and a long tail; amplitude is its square root.
+    return "linear" if p50 < 0.08 else "amplitude"
+
+
+def to_db(raw: np.ndarray, scale: str) -> np.ndarray:
+    """Map raw values to dB (float32). An 8-bit display product is read as linear intensity x 255."""
+    x = raw.astype(np.float32, copy=False)
+    if scale == "db":
+        return x.copy()
+    if scale == "linear":
+        return 10.0 * np.log10(np.maximum(x, _EPS_LIN))
+    if scale == "amplitude":
+        return 20.0 * np.log10(np.maximum(x, 1e-3))
+    if scale == "8bit":
+        return 10.0 * np.log10(np.maximum(x, 0.5) / 255.0)
+    raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
+
+
+def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> SceneStats:
+    """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN."""
+    finite = np.isfinite(sample)
+    valid = finite if valid is None else (valid & finite)
+    v = sample[valid]
+    if v.size == 0:
+        raise SarColorError("image has no valid pixels (all NaN or nodata)")
+    if scale == "auto":
+        scale = detect_scale(v, sample.dtype)
+        log.info("scale auto -> %s (dtype %s, median %.4g)", scale, sample.dtype, float(np.median(v)))
+    db = to_db(v, scale)
+    lo, hi = (float(q) for q in np.percentile(db, [1, 99]))
+    if hi - lo < 1e-3:
+        hi = lo + 1.0  # a flat image: avoid dividing by zero, the output will simply be uniform
+    ref = 0.0 if scale == "8bit" else hi
+    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref)
+
+
+def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: int) -> np.ndarray:
+    """Raw 2-D tile -> (channels, H, W) float32 model input. Invalid pixels must be filled by the caller."""
+    db = to_db(raw, stats.scale)
+    if input_norm == "logpct":
+        # Affine in log space: invariant to calibration gain and to power vs amplitude; robust to speckle.
+        x = 2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0
+        x = np.clip(x, -1.5, 1.5)
+    elif input_norm == "seed":
+        # The prototype fed 8-bit display values scaled to [-1, 1].
+        x = 2.0 * np.clip(10.0 ** ((db - stats.ref) / 10.0), 0.0, 1.0) - 1.0
+    else:
+        raise SarColorError(f"unknown input normalisation {input_norm!r}")
+    x = x.astype(np.float32)
+    return np.repeat(x[None], channels, axis=0)
