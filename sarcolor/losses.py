@@ -1,0 +1,91 @@
+"""Loss functions (pure functions of tensors). Images are RGB in [-1, 1], shape (N, 3, H, W)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# sRGB (D65) -> XYZ, and the D65 white point, for a differentiable Lab.
+_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                         [0.212671, 0.715160, 0.072169],
+                         [0.019334, 0.119193, 0.950227]])
+_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
+
+
+def _masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    if valid is None:
+        return x.mean()
+    v = valid.expand_as(x)
+    return (x * v).sum() / v.sum().clamp_min(1.0)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [-1, 1] -> CIE Lab (L in [0, 100]), differentiable; matches skimage.color.rgb2lab."""
+    c = ((rgb + 1) / 2).clamp(0, 1)
+    lin = torch.where(c > 0.04045, ((c + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, c / 12.92)
+    xyz = torch.einsum("ij,njhw->nihw", _RGB2XYZ.to(rgb), lin) / _WHITE.to(rgb).view(1, 3, 1, 1)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-8) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    L = 116 * f[:, 1] - 16
+    a = 500 * (f[:, 0] - f[:, 1])
+    b = 200 * (f[:, 1] - f[:, 2])
+    return torch.stack([L, a, b], 1)
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    return _masked_mean((pred - target).abs(), valid)
+
+
+def ssim_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+              window: int = 7) -> torch.Tensor:
+    """1 - SSIM, channel-wise with a uniform window (the cheap variant; the metric uses skimage's)."""
+    x, y = (pred + 1) / 2, (target + 1) / 2
+    c1, c2 = 0.01**2, 0.03**2
+    pool = lambda t: F.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)  # noqa: E731
+    mx, my = pool(x), pool(y)
+    vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return 1 - _masked_mean(s, valid)
+
+
+def lab_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute Lab difference / 100: a smooth stand-in for the CIEDE2000 metric."""
+    return _masked_mean((rgb_to_lab(pred) - rgb_to_lab(target)).abs(), valid) / 100
+
+
+def chroma_match(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """|mean chroma(pred) - mean chroma(target)| per image / 100: keeps colours from washing out under L1."""
+    def chroma(t: torch.Tensor) -> torch.Tensor:
+        lab = rgb_to_lab(t)
+        c = (lab[:, 1:2] ** 2 + lab[:, 2:3] ** 2 + 1e-6).sqrt()
+        if valid is None:
+            return c.mean((1, 2, 3))
+        return (c * valid).sum((1, 2, 3)) / valid.sum((1, 2, 3)).clamp_min(1.0)
+
+    return (chroma(pred) - chroma(target)).abs().mean() / 100
+
+
+def sarcolor_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+                  w_ssim: float = 0.5, w_lab: float = 1.0, w_chroma: float = 2.0) -> dict[str, torch.Tensor]:
+    """The default model's reconstruction loss: L1 + structure (SSIM) + perceptual colour (Lab) + chroma."""
+    parts = {"l1": l1(pred, target, valid), "ssim": ssim_loss(pred, target, valid),
+             "lab": lab_l1(pred, target, valid), "chroma": chroma_match(pred, target, valid)}
+    parts["total"] = parts["l1"] + w_ssim * parts["ssim"] + w_lab * parts["lab"] + w_chroma * parts["chroma"]
+    return parts
+
+
+def bce_gan(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def pix2pix_generator_loss(d_fake: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+                           l1_weight: float = 100.0) -> dict[str, torch.Tensor]:
+    """The prototype's generator loss: BCE GAN + 100 * L1."""
+    parts = {"gan": bce_gan(d_fake, True), "l1": l1(pred, target)}
+    parts["total"] = parts["gan"] + l1_weight * parts["l1"]
+    return parts
+
+
+def pix2pix_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """The prototype's discriminator loss: BCE on real + BCE on fake."""
+    return bce_gan(d_real, True) + bce_gan(d_fake, False)
