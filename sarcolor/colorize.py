@@ -1,0 +1,440 @@
+"""The colorize engine: a SAR scene (array or file) -> RGB, tile by tile, in bounded memory.
+
+Per scene: one decimated read gives the scene statistics (so every tile is normalised identically), then
+rows of overlapping tiles are read as full-width strips, invalid pixels are filled with the scene median
+(so nodata never bleeds into its neighbours' colours), tiles are batched through the model, blended with a
+cosine window and handed on (to an array, or streamed into the output file) as soon as their rows are final.
+
+Public entry points:
+    colorize(image, model="default", ...) -> (H, W, 3) uint8
+    colorize_with_mask(image, model="default", ...) -> ((H, W, 3) uint8, (H, W) bool valid)
+    colorize_array(model, cfg, sar, valid=...) -> (H, W, 3) uint8   (a loaded model, for evaluation)
+    colorize_file(src, dst, model_obj, cfg, ...) -> SceneInfo       (the CLI's and the server's path)
+    colorize_paths(input, output, ...) -> exit code (the CLI)
+    get_model(model, device) -> (nn.Module, ModelConfig), cached
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .errors import SarColorError
+from .models import ModelConfig, load_model, resolve_model_path
+from .preprocess import SCALES, SceneStats, model_input, scene_stats
+from .raster import (
+    READ_EXTS,
+    ArraySource,
+    RGBWriter,
+    SarSource,
+    check_output,
+    gdal_env,
+    open_sar,
+    output_driver,
+)
+from .tiling import StripAccumulator, Tile, blend_window, pad_to_multiple, tile_grid
+
+log = logging.getLogger("sarcolor")
+
+MAX_STATS_PIXELS = 4_000_000  # scene statistics from a decimated read of at most this many pixels
+BATCH_PIXELS = {"cpu": 1 << 20, "cuda": 16 << 20}  # tile pixels per forward pass
+
+ModelLike = str | Path | tuple[nn.Module, ModelConfig]
+RowSink = Callable[[int, np.ndarray, np.ndarray], None]  # (first row, rgb (3, n, W) uint8, valid (n, W))
+Progress = bool | Callable[[int, int], None]  # True: a tqdm bar over tiles; a callable gets (done, total)
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What happened to one scene (for logs, the server and evaluation)."""
+
+    name: str
+    width: int
+    height: int
+    band: int  # the 1-based band used as SAR input
+    scale: str  # the resolved scale ("auto" decided)
+    tiles: int
+    valid_fraction: float  # of the decimated statistics sample
+    seconds: float
+    output: Path | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# model and device
+# --------------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; asking for cuda without one is a user error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SarColorError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise SarColorError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, device: str) -> tuple[nn.Module, ModelConfig]:
+    del mtime_ns  # part of the cache key only: a re-exported model file is loaded again
+    return load_model(path, device=device)
+
+
+def get_model(model: ModelLike = "default", device: str | torch.device = "auto"
+              ) -> tuple[nn.Module, ModelConfig]:
+    """A shipped name, a .safetensors path, or a (model, cfg) pair -> (model on device, cfg).
+
+    Files are loaded once per process and device (cached). A pair is moved only if ``device`` is explicit.
+    """
+    if isinstance(model, tuple):
+        if len(model) != 2 or not isinstance(model[0], nn.Module) or not isinstance(model[1], ModelConfig):
+            raise SarColorError("model must be a name, a .safetensors path or a (module, config) pair")
+        net, cfg = model
+        if device != "auto":
+            net = net.to(resolve_device(device))
+        return net, cfg
+    dev = resolve_device(device)
+    path = resolve_model_path(model)
+    if not path.exists():
+        raise SarColorError(f"{path}: model file not found (shipped model {model!r} is not installed)")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, str(dev))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextmanager
+def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """eval + channels_last (faster convs on CPU and GPU) + all cores; the model's train flag is restored."""
+    was_training, threads = model.training, torch.get_num_threads()
+    model.eval()
+    model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        torch.set_num_threads(_cpu_count())
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
+
+
+def _predict(model: nn.Module, batch: np.ndarray, device: torch.device, tta: bool) -> np.ndarray:
+    """(B, C, h, w) model input -> (B, 3, h, w) float32 RGB in [0, 1]; ``tta`` averages the 4 flips."""
+    x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+    flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if tta else [()]
+    y = None
+    for dims in flips:
+        xi = torch.flip(x, dims).contiguous(memory_format=torch.channels_last) if dims else x
+        yi = model(xi)
+        yi = torch.flip(yi, dims) if dims else yi
+        y = yi if y is None else y + yi
+    assert y is not None
+    y = (y.float() / len(flips) + 1.0) * 0.5  # tanh [-1, 1] -> [0, 1]
+    return y.contiguous().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# the tile loop
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    stats: SceneStats
+    fill: float  # scene median in raw units, written into invalid pixels before preprocessing
+    valid_fraction: float
+    tile: int
+    overlap: int
+    grid: list[list[Tile]]
+
+
+def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Plan:
+    if scale not in SCALES:
+        raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
+    sample, valid = source.sample(MAX_STATS_PIXELS)
+    stats = scene_stats(sample, valid, scale)  # raises on an all-invalid image; logs an 'auto' decision
+    good = sample[valid & np.isfinite(sample)]
+    fill = float(np.median(good))
+    tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
+    overlap = min(cfg.overlap, tile // 2)
+    return _Plan(stats, fill, float(valid.mean()), tile, overlap,
+                 tile_grid(source.height, source.width, tile, overlap))
+
+
+def _strips(source: SarSource, grid: list[list[Tile]]) -> Iterator[tuple[list[Tile], np.ndarray, np.ndarray]]:
+    """Full-width strips for each tile row; rows shared with the previous strip are not read again
+    (each source row is read once, in order, which sequential formats such as PNG/JPEG need)."""
+    y_held, data, valid = 0, None, None
+    for row in grid:
+        y, h = row[0].y, row[0].h
+        if data is not None and y < y_held + len(data):
+            end = y_held + len(data)
+            keep = slice(y - y_held, None)
+            if y + h > end:
+                new_d, new_v = source.read_rows(end, y + h)
+                data, valid = np.concatenate([data[keep], new_d]), np.concatenate([valid[keep], new_v])
+            else:
+                data, valid = data[keep][:h], valid[keep][:h]
+        else:
+            data, valid = source.read_rows(y, y + h)
+        y_held = y
+        yield row, data, valid
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
+         tta: bool, progress: Progress) -> None:
+    device = _model_device(model)
+    multiple = int(getattr(model, "multiple", 1))
+    th, tw = plan.grid[0][0].h, plan.grid[0][0].w
+    window = blend_window(th, tw, plan.overlap)
+    per_batch = max(1, BATCH_PIXELS.get(device.type, BATCH_PIXELS["cpu"]) // (th * tw))
+    acc = StripAccumulator(source.width)
+    total = sum(len(r) for r in plan.grid)
+    report = progress if callable(progress) else None
+    bar = tqdm(total=total, unit="tile", desc=Path(source.name).name, disable=progress is not True,
+               leave=False)
+    done_tiles = 0
+    with bar, _inference(model, device):
+        for i, (row, raw, valid) in enumerate(_strips(source, plan.grid)):
+            filled = raw.astype(np.float32)  # a copy: the source's buffer is kept for the next strip
+            filled[~valid] = plan.fill
+            x = model_input(filled, plan.stats, cfg.input_norm, cfg.in_channels)
+            for b in range(0, len(row), per_batch):
+                tiles = row[b:b + per_batch]
+                batch = pad_to_multiple(np.stack([x[:, :, t.x:t.x + t.w] for t in tiles]), multiple)
+                out = _predict(model, batch, device, tta)[:, :, :th, :tw]
+                for t, o in zip(tiles, out, strict=True):
+                    acc.add(t, o, window)
+                bar.update(len(tiles))
+                done_tiles += len(tiles)
+                if report is not None:
+                    report(done_tiles, total)
+            y = row[0].y
+            done = plan.grid[i + 1][0].y if i + 1 < len(plan.grid) else source.height
+            y0, rgb = acc.flush(done)
+            sink(y0, _to_uint8(rgb), valid[y0 - y:done - y])
+
+
+def _named(name: str, exc: SarColorError) -> SarColorError:
+    msg = str(exc)
+    return exc if msg.startswith(name) else SarColorError(f"{name}: {msg}")
+
+
+def _colorize_source(source: SarSource, model: nn.Module, cfg: ModelConfig, sink: RowSink, *, scale: str,
+                     tta: bool, progress: Progress, before: Callable[[], None] | None = None) -> SceneInfo:
+    t0 = time.perf_counter()
+    try:
+        plan = _plan(source, cfg, int(getattr(model, "multiple", 1)), scale)
+        if before is not None:
+            before()
+        _run(source, model, cfg, plan, sink, tta=tta, progress=progress)
+    except SarColorError as exc:
+        raise _named(source.name, exc) from None
+    return SceneInfo(source.name, source.width, source.height, source.band, plan.stats.scale,
+                     sum(len(r) for r in plan.grid), plan.valid_fraction, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------------
+def _bands_arg(bands: int | Sequence[int] | None) -> list[int] | None:
+    if bands is None:
+        return None
+    return [int(bands)] if isinstance(bands, int | np.integer) else [int(b) for b in bands]
+
+
+def _array_sink(height: int, width: int) -> tuple[np.ndarray, np.ndarray, RowSink]:
+    rgb = np.zeros((height, width, 3), np.uint8)
+    valid_out = np.zeros((height, width), bool)
+
+    def sink(y0: int, rows: np.ndarray, valid: np.ndarray) -> None:
+        n = rows.shape[1]
+        rgb[y0:y0 + n] = np.moveaxis(rows, 0, -1) * valid[..., None]
+        valid_out[y0:y0 + n] = valid
+
+    return rgb, valid_out, sink
+
+
+def colorize_with_mask(image: np.ndarray | str | Path, model: ModelLike = "default", *, scale: str = "auto",
+                       bands: int | Sequence[int] | None = None, nodata: float | None = None,
+                       device: str | torch.device = "auto", tta: bool = False, progress: Progress = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Colorize an array ((H, W) or (bands, H, W)) or an image file in memory.
+
+    Returns (rgb (H, W, 3) uint8, valid (H, W) bool); invalid (NaN / nodata / masked) pixels are black.
+    """
+    net, cfg = get_model(model, device)
+    env = gdal_env() if not isinstance(image, np.ndarray) else nullcontext()
+    with env, open_sar(image, bands=_bands_arg(bands), polarisation=cfg.polarisation, nodata=nodata) as src:
+        rgb, valid, sink = _array_sink(src.height, src.width)
+        _colorize_source(src, net, cfg, sink, scale=scale, tta=tta, progress=progress)
+    return rgb, valid
+
+
+def colorize(image: np.ndarray | str | Path, model: ModelLike = "default", *, scale: str = "auto",
+             bands: int | Sequence[int] | None = None, nodata: float | None = None,
+             device: str | torch.device = "auto", tta: bool = False, progress: Progress = False
+             ) -> np.ndarray:
+    """Colorize an array ((H, W) or (bands, H, W)) or an image file; returns (H, W, 3) uint8 RGB.
+
+    ``model``: a shipped name, a .safetensors path or a (model, cfg) pair. Invalid pixels come out black.
+    """
+    return colorize_with_mask(image, model, scale=scale, bands=bands, nodata=nodata, device=device, tta=tta,
+                              progress=progress)[0]
+
+
+def colorize_array(model: nn.Module, cfg: ModelConfig, sar: np.ndarray, *, valid: np.ndarray | None = None,
+                   scale: str = "auto", device: str | torch.device | None = None, tta: bool = False,
+                   progress: Progress = False) -> np.ndarray:
+    """A loaded model on a 2-D SAR band in raw units (for evaluation): (H, W, 3) uint8, invalid pixels black.
+
+    ``valid`` (H, W) bool adds to the NaN mask. Same tiling, statistics and blending as ``sarcolor colorize``.
+    """
+    net, cfg = get_model((model, cfg), "auto" if device is None else device)
+    src = ArraySource(sar, valid=valid, polarisation=cfg.polarisation)
+    rgb, _, sink = _array_sink(src.height, src.width)
+    _colorize_source(src, net, cfg, sink, scale=scale, tta=tta, progress=progress)
+    return rgb
+
+
+def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: ModelConfig, *,
+                  scale: str = "auto", bands: int | Sequence[int] | None = None, nodata: float | None = None,
+                  device: str | torch.device | None = None, tta: bool = False, progress: Progress = False
+                  ) -> SceneInfo:
+    """Colorize one image file into ``dst``; returns what was done. The output appears only when complete.
+
+    .tif/.tiff -> Cloud-Optimized GeoTIFF, 3-band uint8 RGB, nodata=0, the input's CRS/transform (or GCPs,
+    RPCs); .png/.jpg -> 8-bit RGB, invalid pixels black. ``device`` None: wherever ``model_obj`` is.
+    """
+    src, dst = Path(src), Path(dst)
+    check_output(src, dst)
+    model_obj, cfg = get_model((model_obj, cfg), "auto" if device is None else device)
+    georef_kept = output_driver(dst) == "GTiff"
+    tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name} if georef_kept else {}
+    with gdal_env(), open_sar(src, bands=_bands_arg(bands), polarisation=cfg.polarisation,
+                              nodata=nodata) as source:
+        writer: RGBWriter | None = None
+
+        def open_writer() -> None:  # only once the statistics passed: no temp file for a hopeless input
+            nonlocal writer
+            if not georef_kept and source.georef.present:
+                log.warning("%s: georeferencing is not kept in %s output; write .tif to keep it",
+                            dst, dst.suffix.lower())
+            writer = RGBWriter(dst, source.width, source.height, georef=source.georef, tags=tags)
+
+        def sink(y0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
+            assert writer is not None
+            writer.write_rows(y0, rgb, valid)
+
+        try:
+            info = _colorize_source(source, model_obj, cfg, sink, scale=scale, tta=tta, progress=progress,
+                                    before=open_writer)
+            assert writer is not None
+            writer.commit()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    return SceneInfo(**{**info.__dict__, "output": dst})
+
+
+def _find_images(folder: Path, exclude: Path) -> list[Path]:
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in READ_EXTS:
+            continue
+        if exclude == p or exclude in p.parents or not p.is_file():
+            continue  # never re-colorize our own outputs when -o is inside the input folder
+        out.append(p)
+    return out
+
+
+def colorize_paths(input: str | Path, output: str | Path, *, model: ModelLike = "default",
+                   scale: str = "auto", bands: Sequence[int] | None = None, device: str = "auto",
+                   out_ext: str = ".tif",
+                   tta: bool = False, overwrite: bool = False, quiet: bool = False,
+                   nodata: float | None = None) -> int:
+    """The ``sarcolor colorize`` command: file -> file, or folder -> folder (mirroring the tree).
+
+    Returns the exit code: 0, or 1 if any file of a folder failed (each failure is one line on stderr).
+    A single file's problem raises SarColorError.
+    """
+    src, out = Path(input), Path(output)
+    if not src.exists():
+        raise SarColorError(f"{src}: no such file or folder")
+    kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta)
+    with logging_redirect_tqdm():
+        if src.is_file():
+            if out.is_dir():
+                out = out / (src.stem + out_ext)
+            check_output(src, out)
+            if out.exists() and not overwrite:
+                log.warning("%s: exists, skipped (use --overwrite to replace it)", out)
+                return 0
+            net, cfg = get_model(model, device)
+            info = colorize_file(src, out, net, cfg, progress=not quiet, **kw)
+            log.info("%s -> %s (%dx%d, %d tiles, %.1f s)", src, out, info.width, info.height, info.tiles,
+                     info.seconds)
+            return 0
+        return _colorize_folder(src, out, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
+                                quiet=quiet, **kw)
+
+
+def _colorize_folder(src: Path, out: Path, *, model: ModelLike, device: str, out_ext: str, overwrite: bool,
+                     quiet: bool, **kw: object) -> int:
+    output_driver(Path("x" + out_ext))
+    if out.exists() and not out.is_dir():
+        raise SarColorError(f"{out}: input is a folder, so the output must be a folder too")
+    files = _find_images(src, out.resolve() if out.exists() else out.absolute())
+    if not files:
+        raise SarColorError(f"{src}: no images found ({', '.join(READ_EXTS)})")
+    net, cfg = get_model(model, device)
+    out.mkdir(parents=True, exist_ok=True)
+    done = skipped = failed = 0
+    claimed: dict[Path, Path] = {}
+    for f in tqdm(files, unit="file", disable=quiet):
+        dst = out / f.relative_to(src).with_suffix(out_ext)
+        try:
+            if dst in claimed:
+                raise SarColorError(f"{f}: output {dst} is also the output of {claimed[dst]}; skipped")
+            claimed[dst] = f
+            if dst.exists() and not overwrite:
+                skipped += 1
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            colorize_file(f, dst, net, cfg, progress=False, **kw)  # type: ignore[arg-type]
+            done += 1
+        except SarColorError as exc:
+            failed += 1
+            tqdm.write(f"sarcolor: error: {exc}", file=sys.stderr)
+        except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file must not stop a batch
+            failed += 1
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            tqdm.write(f"sarcolor: error: {f}: {exc.__class__.__name__}: {first}", file=sys.stderr)
+    log.info("%d colorized, %d skipped (already there), %d failed -> %s", done, skipped, failed, out)
+    return 1 if failed else 0

@@ -1,0 +1,502 @@
+"""Raster I/O: where SAR pixels come from (files through rasterio, or numpy arrays) and where RGB goes.
+
+Reading: ``open_sar`` gives a ``SarSource`` (one SAR band + its validity mask) that is read in row windows or
+as a decimated sample for scene statistics. Band choice follows ``choose_band``.
+
+Writing: ``RGBWriter`` streams rows into a temporary tiled GeoTIFF next to the output and, only once
+everything is written, converts it (Cloud-Optimized GeoTIFF, PNG or JPEG) and renames it into place, so a
+failed or interrupted run never leaves a half-written output.
+
+GeoTIFF outputs are 3-band uint8 RGB with ``nodata=0`` on every band, and valid pixels are clamped to at
+least 1 so a dark colour never reads as nodata. We chose nodata over an alpha band because QGIS, GDAL tools
+(gdalwarp, gdal_merge, gdalbuildvrt) and web tilers all honour a declared nodata without any setup, QGIS
+makes a pixel transparent when any of its RGB bands is nodata, and the file stays a plain 3-band RGB image
+for tools that do not understand alpha.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from .errors import SarColorError
+
+log = logging.getLogger("sarcolor")
+
+READ_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+WRITE_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+MIN_SIZE = 8  # smaller images carry no spatial context for a colorization model
+BLOCK = 512  # GeoTIFF tile size of outputs
+GDAL_CACHE_MB = 256  # bounds GDAL's block cache (its default is 5% of RAM) so large scenes stay in budget
+_EQUAL_TOL = 0.02  # 3 bands count as grey when 99% of pixel differences are within 2% of the value range
+
+
+def gdal_env(**options: Any) -> rasterio.Env:
+    """The GDAL settings for sarcolor's reads and writes."""
+    # A truncated JPEG is only a libjpeg *warning* (GDAL fills the rest with grey): make it an error.
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE", **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# band selection
+# --------------------------------------------------------------------------------------------------
+def choose_band(data_bands: Sequence[int], *, bands: Sequence[int] | None, polarisation: str,
+                descriptions: Sequence[str | None], bands_equal: Callable[[Sequence[int]], bool],
+                name: str) -> tuple[int, str | None]:
+    """Pick the 1-based band holding the SAR image; returns (band, a message to log or None).
+
+    ``data_bands`` are the non-alpha bands; ``bands`` is the user's choice (one band, or VV,VH).
+    """
+    count = len(descriptions)
+    if bands is not None:
+        bands = [int(b) for b in bands]
+        if not 1 <= len(bands) <= 2:
+            raise SarColorError(f"{name}: bands={bands}: give one band, or two (VV,VH)")
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise SarColorError(f"{name}: band {bad[0]} does not exist (the image has {count} band(s))")
+        if len(bands) == 1:
+            return bands[0], None
+        band = bands[1] if polarisation.upper() == "VH" else bands[0]
+        pol = polarisation.upper()
+        return band, f"{name}: using band {band} as {pol} (bands VV,VH = {bands[0]},{bands[1]})"
+    n = len(data_bands)
+    if n == 1:
+        return data_bands[0], None
+    if n == 2:
+        # Dual-pol: the model was trained on one polarisation. Band names win over the VV,VH order convention.
+        pol = polarisation.upper()
+        named = [b for b in data_bands if (descriptions[b - 1] or "").strip().upper() == pol]
+        band = named[0] if named else data_bands[1 if pol == "VH" else 0]
+        how = "by band name" if named else "assuming bands are VV,VH"
+        return band, (f"{name}: 2 bands, using band {band} for the model's {pol} polarisation "
+                      f"({how}; --bands to change)")
+    if n == 3 and bands_equal(data_bands):
+        return data_bands[0], None  # grey stored as RGB
+    kind = "3 bands that differ (a colour image?)" if n == 3 else f"{n} bands"
+    raise SarColorError(f"{name}: {kind}; choose the SAR band with --bands N (or --bands VV,VH)")
+
+
+def _bands_equal(sample: np.ndarray, valid: np.ndarray | None = None) -> bool:
+    """Are the (bands, h, w) sample's bands the same grey image, allowing for JPEG noise?"""
+    s = sample.astype(np.float64)
+    ok = np.isfinite(s).all(axis=0) if valid is None else (valid & np.isfinite(s).all(axis=0))
+    if not ok.any():
+        return True
+    v = s[:, ok]
+    lo, hi = np.percentile(v[0], [1, 99])
+    tol = _EQUAL_TOL * max(hi - lo, 1e-12)
+    return all(np.percentile(np.abs(v[i] - v[0]), 99) <= tol for i in range(1, len(v)))
+
+
+def _check_size(name: str, height: int, width: int) -> None:
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise SarColorError(f"{name}: image is {width}x{height} pixels; "
+                            f"at least {MIN_SIZE}x{MIN_SIZE} is needed")
+
+
+def _decimation(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    f = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
+    return math.ceil(height / f), math.ceil(width / f)
+
+
+def _nodata_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    if nodata is None:
+        return np.ones(data.shape, bool)
+    if np.isnan(nodata):
+        return ~np.isnan(data)
+    return data != nodata
+
+
+# --------------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Georef:
+    """What an output GeoTIFF copies from its input: CRS + transform, or GCPs, or RPCs."""
+
+    crs: Any = None
+    transform: Affine | None = None
+    gcps: tuple[list, Any] | None = None
+    rpcs: Any = None
+
+    @property
+    def present(self) -> bool:
+        return self.crs is not None or self.gcps is not None or self.rpcs is not None
+
+
+class SarSource(Protocol):
+    """One SAR band and its validity mask (True = a real measurement), readable in row strips."""
+
+    name: str
+    height: int
+    width: int
+    dtype: np.dtype
+    band: int
+    georef: Georef
+
+    def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class RasterSource:
+    """A SAR band of an image file (PNG, JPEG, TIFF, GeoTIFF), read through rasterio/GDAL."""
+
+    def __init__(self, path: str | Path, *, bands: Sequence[int] | None = None, polarisation: str = "VH",
+                 nodata: float | None = None) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.ds = _open(self.path)
+        try:
+            self._setup(bands, polarisation, nodata)
+        except BaseException:
+            self.ds.close()
+            raise
+
+    def _setup(self, bands: Sequence[int] | None, polarisation: str, nodata: float | None) -> None:
+        ds = self.ds
+        if ds.count == 0:
+            raise SarColorError(f"{self.name}: no raster bands (a container of sub-datasets?)")
+        self.height, self.width = ds.height, ds.width
+        _check_size(self.name, self.height, self.width)
+        alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+        data_bands = [b for b in range(1, ds.count + 1) if b not in alpha]
+        self.band, msg = choose_band(data_bands, bands=bands, polarisation=polarisation,
+                                     descriptions=ds.descriptions, bands_equal=self._bands_equal,
+                                     name=self.name)
+        if msg:
+            log.info(msg)
+        self.dtype = np.dtype(ds.dtypes[self.band - 1])
+        self.file_nodata = ds.nodatavals[self.band - 1]
+        self.user_nodata = nodata
+        flags = ds.mask_flag_enums[self.band - 1]
+        # GDAL's mask band already combines nodata, alpha and internal masks; skip reading it when it is
+        # trivially all-valid or a plain nodata comparison that numpy does on the data we already have.
+        self._mask_kind = ("none" if MaskFlags.all_valid in flags else
+                           "nodata" if flags == [MaskFlags.nodata] else "gdal")
+        gcps, gcrs = ds.gcps
+        has_transform = ds.transform != Affine.identity()
+        self.georef = Georef(crs=ds.crs if has_transform else None,
+                             transform=ds.transform if has_transform else None,
+                             gcps=(gcps, gcrs) if gcps else None, rpcs=ds.rpcs or None)
+
+    def _bands_equal(self, bands: Sequence[int]) -> bool:
+        shape = _decimation(self.ds.height, self.ds.width, 1_000_000)
+        sample = self._guard(lambda: self.ds.read(list(bands), out_shape=(len(bands), *shape),
+                                                  resampling=Resampling.nearest), "reading a sample")
+        return _bands_equal(sample)
+
+    def _guard(self, fn: Callable[[], np.ndarray], what: str) -> np.ndarray:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return fn()
+        except RasterioError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise SarColorError(f"{self.name}: cannot read pixels ({what}): file truncated or corrupt? "
+                                f"[{first}]") from None
+
+    def _valid(self, data: np.ndarray, window: Window | None,
+               out_shape: tuple[int, int] | None) -> np.ndarray:
+        if self._mask_kind == "gdal":
+            m = self._guard(lambda: self.ds.read_masks(self.band, window=window, out_shape=out_shape,
+                                                       resampling=Resampling.nearest), "reading the mask")
+            valid = m > 0
+        elif self._mask_kind == "nodata":
+            valid = _nodata_mask(data, self.file_nodata)
+        else:
+            valid = np.ones(data.shape, bool)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data)
+        if self.user_nodata is not None:
+            valid &= _nodata_mask(data, self.user_nodata)
+        return valid
+
+    def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows [y0, y1) at full width: (data in the file's dtype, valid mask)."""
+        window = Window(0, y0, self.width, y1 - y0)
+        data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
+        return data, self._valid(data, window, None)
+
+    def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+        """A nearest-neighbour decimated read of the whole scene with at most ``max_pixels`` pixels."""
+        shape = _decimation(self.height, self.width, max_pixels)
+        data = self._guard(lambda: self.ds.read(self.band, out_shape=shape, resampling=Resampling.nearest),
+                           "reading a sample")
+        return data, self._valid(data, None, shape)
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open(path: Path) -> Any:
+    """rasterio.open with every failure turned into a one-line SarColorError naming the file."""
+    if not path.exists():
+        raise SarColorError(f"{path}: no such file")
+    if path.is_dir():
+        raise SarColorError(f"{path}: is a directory, expected an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise SarColorError(f"{path}: file is empty (0 bytes)")
+    except OSError as exc:
+        raise SarColorError(f"{path}: cannot read file ({exc.strerror})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioError as exc:
+        text = str(exc)
+        why = ("not a supported image (PNG, JPEG, TIFF, GeoTIFF)" if "not recognized" in text
+               else "not a readable image (truncated or corrupt?)")
+        raise SarColorError(f"{path}: {why}") from None
+
+
+class ArraySource:
+    """A SAR image already in memory: (H, W) or (bands, H, W); (H, W, <=4) is read as channels-last.
+
+    NaN, a masked array's mask, ``nodata`` and ``valid`` == False (an (H, W) mask) mark invalid pixels.
+    """
+
+    def __init__(self, array: np.ndarray, *, bands: Sequence[int] | None = None, polarisation: str = "VH",
+                 nodata: float | None = None, valid: np.ndarray | None = None, name: str = "array") -> None:
+        self.name = name
+        mask = np.ma.getmaskarray(array) if np.ma.isMaskedArray(array) else None
+        a = np.ma.getdata(array) if mask is not None else np.asarray(array)
+        if a.ndim == 3 and a.shape[-1] <= 4 < a.shape[0]:
+            a = np.moveaxis(a, -1, 0)  # an image from PIL/imageio is channels-last
+            mask = None if mask is None else np.moveaxis(mask, -1, 0)
+        if a.ndim == 2:
+            a = a[None]
+            mask = None if mask is None else mask[None]
+        if a.ndim != 3:
+            raise SarColorError(f"{name}: expected an array of shape (H, W) or (bands, H, W), got {a.shape}")
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise SarColorError(f"{name}: unsupported array dtype {a.dtype}")
+        _, self.height, self.width = a.shape
+        _check_size(name, self.height, self.width)
+        self.band, msg = choose_band(list(range(1, a.shape[0] + 1)), bands=bands, polarisation=polarisation,
+                                     descriptions=[None] * a.shape[0],
+                                     bands_equal=lambda b: _bands_equal(a[[i - 1 for i in b]]), name=name)
+        if msg:
+            log.info(msg)
+        self.data = a[self.band - 1]
+        self.dtype = self.data.dtype
+        self.mask = None if mask is None else mask[self.band - 1]
+        if valid is not None:
+            if valid.shape != self.data.shape:
+                raise SarColorError(f"{name}: valid mask {valid.shape} != image shape {self.data.shape}")
+            self.mask = ~valid.astype(bool) if self.mask is None else (self.mask | ~valid.astype(bool))
+        self.nodata = nodata
+        self.georef = Georef()
+
+    def _valid(self, data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        valid = _nodata_mask(data, self.nodata)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data)
+        if mask is not None:
+            valid &= ~mask
+        return valid
+
+    def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        data = self.data[y0:y1]
+        return data, self._valid(data, None if self.mask is None else self.mask[y0:y1])
+
+    def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+        f = max(1, math.ceil(math.sqrt(self.height * self.width / max_pixels)))
+        data = self.data[::f, ::f]
+        return data, self._valid(data, None if self.mask is None else self.mask[::f, ::f])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ArraySource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_sar(image: str | Path | np.ndarray, *, bands: Sequence[int] | None = None, polarisation: str = "VH",
+             nodata: float | None = None) -> RasterSource | ArraySource:
+    """A path becomes a ``RasterSource``, an array an ``ArraySource``."""
+    if isinstance(image, np.ndarray):
+        return ArraySource(image, bands=bands, polarisation=polarisation, nodata=nodata)
+    if isinstance(image, str | os.PathLike):
+        return RasterSource(image, bands=bands, polarisation=polarisation, nodata=nodata)
+    raise SarColorError(f"expected a file path or a numpy array, got {type(image).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------------
+def output_driver(path: str | Path) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in WRITE_DRIVERS:
+        raise SarColorError(f"{path}: unsupported output format {ext or '(none)'!r}; "
+                            "use .tif/.tiff (GeoTIFF), .png or .jpg")
+    return WRITE_DRIVERS[ext]
+
+
+def check_output(src: str | Path | None, dst: str | Path) -> Path:
+    """Validate an output path before any work: known format, existing folder, not the input itself."""
+    dst = Path(dst)
+    output_driver(dst)
+    if dst.is_dir():
+        raise SarColorError(f"{dst}: is a directory, expected an output file name")
+    parent = dst.parent
+    if not parent.is_dir():
+        raise SarColorError(f"{dst}: output folder {str(parent)!r} does not exist")
+    if src is not None:
+        src = Path(src)
+        same = src.resolve() == dst.resolve()
+        if not same and dst.exists() and src.exists():
+            same = os.path.samefile(src, dst)  # hard links
+        if same:
+            raise SarColorError(f"{dst}: output would overwrite the input; choose another output path")
+    return dst
+
+
+def _temp_name(dst: Path, tag: str) -> Path:
+    # Hidden, unique, in the output's own folder (so os.replace is an atomic rename on the same filesystem),
+    # and created by GDAL itself so that it gets the usual umask permissions.
+    return dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.{tag}.tmp")
+
+
+class RGBWriter:
+    """Streams RGB rows into ``dst`` safely; use as a context manager (commit on success, clean up on error).
+
+    ``write_rows(y0, rgb, valid)`` takes rows in order: rgb (3, n, W) uint8 and valid (n, W) bool.
+    """
+
+    def __init__(self, dst: str | Path, width: int, height: int, *, georef: Georef | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+        self.dst = Path(dst)
+        self.driver = output_driver(self.dst)
+        self.width, self.height = width, height
+        self.geotiff = self.driver == "GTiff"
+        self.temps: list[Path] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._next_row = 0
+        self._written = 0
+        georef = georef if (georef is not None and self.geotiff) else Georef()
+        profile: dict[str, Any] = dict(
+            driver="GTiff", width=width, height=height, count=3, dtype="uint8", tiled=True,
+            blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", predictor=2, photometric="RGB",
+            bigtiff="IF_SAFER")
+        if self.geotiff:
+            profile["nodata"] = 0
+        if georef.crs is not None:
+            profile.update(crs=georef.crs, transform=georef.transform)
+        # The intermediate is only ever read once more, by the conversion: favour speed over size.
+        if self.driver != "GTiff" or _has_cog():
+            profile["zlevel"] = 1
+        self.tmp = _temp_name(self.dst, "part")
+        self.temps.append(self.tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG, or an image without CRS
+            self.ds = rasterio.open(self.tmp, "w", **profile)
+        self.ds.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        if georef.gcps is not None:
+            self.ds.gcps = georef.gcps
+        if georef.rpcs is not None:
+            self.ds.rpcs = georef.rpcs
+        if tags:
+            self.ds.update_tags(**tags)
+
+    def write_rows(self, y0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
+        if y0 != self._next_row:
+            raise ValueError(f"rows must come in order: expected row {self._next_row}, got {y0}")
+        rgb = rgb.copy()
+        if self.geotiff:
+            np.maximum(rgb, 1, out=rgb)  # keep real colours off the nodata value
+        rgb[:, ~valid] = 0
+        self._pending.append(rgb)
+        self._pending_rows += rgb.shape[1]
+        self._next_row += rgb.shape[1]
+        # Write whole block rows only: a partially written compressed tile would be stored twice.
+        if self._pending_rows >= BLOCK or self._next_row == self.height:
+            self._drain(final=self._next_row == self.height)
+
+    def _drain(self, final: bool) -> None:
+        rgb = np.concatenate(self._pending, axis=1)
+        n = rgb.shape[1] if final else rgb.shape[1] // BLOCK * BLOCK
+        self.ds.write(rgb[:, :n], window=Window(0, self._written, self.width, n))
+        self._written += n
+        rest = rgb[:, n:]
+        self._pending = [rest] if rest.shape[1] else []
+        self._pending_rows = rest.shape[1]
+
+    def commit(self) -> Path:
+        """Finish the file: convert it to its final format and move it over ``dst`` in one rename."""
+        if self._written != self.height:
+            raise ValueError(f"only {self._written} of {self.height} rows were written")
+        self.ds.close()
+        final = self.tmp
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():  # PAM off: no .aux.xml files
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            if self.driver == "GTiff" and _has_cog():
+                final = _temp_name(self.dst, "cog")
+                self.temps.append(final)
+                rasterio.shutil.copy(self.tmp, final, driver="COG", compress="DEFLATE", predictor="YES",
+                                     blocksize=BLOCK, overview_resampling="AVERAGE", bigtiff="IF_SAFER")
+            elif self.driver in ("PNG", "JPEG"):
+                final = _temp_name(self.dst, "out")
+                self.temps.append(final)
+                opts = {"quality": 95} if self.driver == "JPEG" else {}
+                rasterio.shutil.copy(self.tmp, final, driver=self.driver, **opts)
+        os.replace(final, self.dst)
+        self.temps.remove(final)
+        self._cleanup()
+        return self.dst
+
+    def abort(self) -> None:
+        self.ds.close()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for p in self.temps:
+            for q in (p, p.with_name(p.name + ".ovr.tmp"), p.with_name(p.name + ".aux.xml")):
+                q.unlink(missing_ok=True)
+        self.temps.clear()
+
+    def __enter__(self) -> RGBWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+@functools.cache
+def _has_cog() -> bool:
+    """GDAL >= 3.1 has the COG driver; without it the tiled GeoTIFF is the final output."""
+    with rasterio.Env() as env:
+        return "COG" in env.drivers()

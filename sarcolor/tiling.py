@@ -1,0 +1,128 @@
+"""Pure tiling helpers: the tile grid, the blending window, and a strip accumulator for bounded memory.
+
+A scene is cut into overlapping tiles; every tile's prediction is multiplied by a window that tapers to
+(almost) zero at the tile's edges and added into a running sum, which is divided by the summed weights.
+Where two tiles overlap their cosine tapers add up to one, so colours cross-fade instead of jumping at the
+border (the conv padding at a tile's edge makes those edge pixels the least reliable ones anyway).
+
+Tiles are processed one row at a time: ``StripAccumulator`` only holds the rows still in flight (about one
+tile high, full width) and hands back finished rows, so memory does not grow with the scene's height.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_FLOOR = 1e-3  # the least weight a pixel gets: image-edge pixels are covered by one tile only
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's window in image coordinates (never extends past the image)."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+
+
+def axis_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts covering [0, n), overlapping by >= ``overlap``; the last tile is shifted inward."""
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile > 0 and 0 <= overlap < tile, got tile={tile} overlap={overlap}")
+    if n <= tile:
+        return [0]
+    stride = tile - overlap
+    count = math.ceil((n - tile) / stride) + 1
+    return [min(i * stride, n - tile) for i in range(count)]
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[list[Tile]]:
+    """Rows of tiles covering an image. All tiles have the same size: min(tile, image side)."""
+    th, tw = min(tile, height), min(tile, width)
+    xs = axis_starts(width, tile, overlap)
+    return [[Tile(y, x, th, tw) for x in xs] for y in axis_starts(height, tile, overlap)]
+
+
+def pad_to_multiple(a: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the last two axes (bottom/right) up to a multiple, mirroring the image so no edge is invented."""
+    h, w = a.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)]
+    # numpy's reflect repeats the reflection for pads wider than the image, but needs 2+ pixels.
+    return np.pad(a, pad, mode="reflect" if min(h, w) > 1 else "edge")
+
+
+def taper(n: int, overlap: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """1-D weights: a raised-cosine ramp over ``overlap`` pixels at both ends, 1 in between, never < floor.
+
+    sin^2 ramps of neighbouring tiles that overlap by exactly ``overlap`` sum to 1 (a partition of unity).
+    """
+    ramp_len = min(overlap, n // 2)
+    w = np.ones(n, np.float64)
+    if ramp_len > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(ramp_len) + 0.5) / ramp_len) ** 2
+        w[:ramp_len] = ramp
+        w[n - ramp_len:] = ramp[::-1]
+    return np.maximum(w, floor).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def blend_window(h: int, w: int, overlap: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """2-D (h, w) float32 blending window: the outer product of two ``taper``s. Read-only (cached)."""
+    win = np.outer(taper(h, overlap, floor), taper(w, overlap, floor))
+    win.setflags(write=False)
+    return win
+
+
+class StripAccumulator:
+    """Weighted sum of tile predictions over the rows in flight only.
+
+    ``add`` tiles (in row order), then ``flush(upto)`` returns the blended rows [start, upto) that no later
+    tile touches, and forgets them.
+    """
+
+    def __init__(self, width: int, channels: int = 3) -> None:
+        self.width, self.channels = width, channels
+        self.start = 0  # image row of the first row held
+        self.acc = np.zeros((channels, 0, width), np.float32)
+        self.weight = np.zeros((0, width), np.float32)
+        self.max_rows_held = 0  # for tests and diagnostics
+
+    @property
+    def rows_held(self) -> int:
+        return self.weight.shape[0]
+
+    def _grow(self, end: int) -> None:
+        extra = end - (self.start + self.rows_held)
+        if extra > 0:
+            self.acc = np.concatenate([self.acc, np.zeros((self.channels, extra, self.width), np.float32)], 1)
+            self.weight = np.concatenate([self.weight, np.zeros((extra, self.width), np.float32)], 0)
+            self.max_rows_held = max(self.max_rows_held, self.rows_held)
+
+    def add(self, tile: Tile, values: np.ndarray, window: np.ndarray) -> None:
+        """Add a (channels, h, w) prediction for ``tile``, weighted by an (h, w) window."""
+        if tile.y < self.start:
+            raise ValueError(f"tile at row {tile.y} comes after rows up to {self.start} were flushed")
+        self._grow(tile.y + tile.h)
+        r0 = tile.y - self.start
+        rows, cols = slice(r0, r0 + tile.h), slice(tile.x, tile.x + tile.w)
+        self.acc[:, rows, cols] += values * window
+        self.weight[rows, cols] += window
+
+    def flush(self, upto: int) -> tuple[int, np.ndarray]:
+        """Return (first row, blended (channels, n, width) float32) for rows [start, upto) and drop them."""
+        n = max(0, min(upto - self.start, self.rows_held))
+        start = self.start
+        w = self.weight[:n]
+        out = np.divide(self.acc[:, :n], w, out=np.zeros_like(self.acc[:, :n]), where=w > 0)
+        self.acc = self.acc[:, n:].copy()  # copy: let the flushed rows' memory go
+        self.weight = self.weight[n:].copy()
+        self.start += n
+        return start, out
