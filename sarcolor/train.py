@@ -230,12 +230,17 @@ def validate(model: nn.Module, items: list, device: torch.device) -> dict[str, f
 
 
 # ------------------------------------------------------------------------------------------- loop
-def _lr_factor(step: int, tc: dict) -> float:
+def _lr_factor(step: int, tc: dict, elapsed: float = 0.0) -> float:
+    """Warm-up then cosine decay. With a wall-time budget (max_minutes), progress is whichever of steps or
+    time is further along, so the schedule completes within the budget on a busy or slow machine. Runs
+    without a budget are step-based and so exactly reproducible."""
     if tc["loss"] == "pix2pix":
         return 1.0  # the prototype used a constant learning rate
     if step < tc["warmup"]:
         return (step + 1) / tc["warmup"]
     t = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
+    if tc["max_minutes"]:
+        t = max(t, elapsed / (float(tc["max_minutes"]) * 60))
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -361,7 +366,7 @@ def train(cfg: dict, *, resume: bool = False, init: str | None = None, quiet: bo
         for x, y, v in loader:
             t0 = time.time()
             x, y, v = x.to(device), y.to(device), v.to(device)
-            lr_f = _lr_factor(step, tc)
+            lr_f = _lr_factor(step, tc, elapsed)
             for g in g_opt.param_groups:
                 g["lr"] = tc["lr"] * lr_f
             gen.train()
