@@ -1,0 +1,575 @@
+"""``sarcolor evaluate``: score models and baselines on SAR/optical pairs and write a report folder.
+
+The pairs come from the same readers and splits as training (``sarcolor.data``); models run through the same
+tiled inference as ``colorize`` (``sarcolor.colorize``), so scenes of any size work. Two baselines are fitted
+on the training split and scored in the same run:
+
+* ``mean-colour``: every pixel gets the mean training colour.
+* ``intensity-lookup``: each pixel gets the mean training colour of its SAR grey level (0..255), where the
+  grey level is the 8-bit display of the SAR (``sar_display``), the same mapping for every input scale.
+
+Report folder: ``per_image.csv``, ``summary.json``, ``summary.md``, ``contact_sheet.png`` and, with
+``--heatmap``, ``heatmaps/*.png`` (per-pixel CIEDE2000). Metric definitions: ``sarcolor.metrics`` and
+docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import metrics
+from .data import PairRef, build_splits, load_config, read_pair
+from .errors import SarColorError
+from .preprocess import scene_stats, to_db
+
+log = logging.getLogger("sarcolor")
+
+THUMB = 256  # contact-sheet panel size (pixels)
+HEADER_H = 22  # contact-sheet column-title strip
+CAPTION_H = 14  # contact-sheet strip above each row with the pair's name
+BACKGROUND = (40, 40, 40)  # around thumbnails that are not square
+HEATMAP_MAX = 40.0  # CIEDE2000 at the top of the heatmap colour scale (larger values are clipped)
+NODATA_RGB = (128, 128, 128)  # heatmap pixels that were not scored
+
+
+# --------------------------------------------------------------------------------------- grey levels
+def sar_display(sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+    """The SAR as an 8-bit grey display (H, W) uint8, the same mapping for every scale.
+
+    It is the prototype's ("seed") input: linear intensity over the reference that shows as white, clipped to
+    1, times 255. For an 8-bit product the reference is 255, so the grey is the stored value itself; for dB,
+    linear or amplitude input it is the scene's 99th percentile, which is how volkov_s1s2's PNGs were made.
+    Invalid pixels are 0.
+    """
+    stats = scene_stats(sar_raw, sar_valid, scale)
+    with np.errstate(invalid="ignore"):
+        if stats.scale == "8bit":
+            # The stored value exactly (to_db clamps 0 to 0.5 for the log, which would merge levels 0 and 1).
+            grey = np.rint(np.clip(sar_raw.astype(np.float64), 0.0, 255.0))
+        else:
+            lin = 10.0 ** ((to_db(sar_raw, stats.scale).astype(np.float64) - stats.ref) / 10.0)
+            grey = np.rint(np.clip(lin, 0.0, 1.0) * 255.0)
+    grey[~sar_valid | ~np.isfinite(grey)] = 0
+    return grey.astype(np.uint8)
+
+
+def pair_valid(sar_valid: np.ndarray, opt: np.ndarray, opt_valid: np.ndarray) -> np.ndarray:
+    """Scored pixels: valid in both images. Black optical (0, 0, 0) counts as nodata, as in training:
+    it is the fill of reprojected PNG/JPEG tiles, which carry no nodata mask."""
+    return sar_valid & opt_valid & (opt.max(axis=2) > 0)
+
+
+# ------------------------------------------------------------------------------------------- models
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        """-> (H, W, 3) uint8 RGB."""
+        ...
+
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # (grey (H,W) uint8, opt (H,W,3) uint8, valid (H,W) bool)
+
+
+@dataclass
+class MeanColour:
+    """Baseline: the mean colour of all valid training pixels, everywhere."""
+
+    name: str = "mean-colour"
+    rgb: np.ndarray = field(default_factory=lambda: np.zeros(3))  # float64 mean
+    _sum: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
+    _n: int = 0
+
+    def update(self, grey: np.ndarray, opt: np.ndarray, valid: np.ndarray) -> None:
+        """Accumulate one training pair (pairs are streamed: the training split need not fit in memory)."""
+        self._sum += opt[valid].sum(axis=0, dtype=np.float64)
+        self._n += int(valid.sum())
+
+    def finish(self) -> MeanColour:
+        if self._n == 0:
+            raise SarColorError("the training split has no valid pixels to fit the baselines on")
+        self.rgb = self._sum / self._n
+        return self
+
+    def fit(self, samples: Sequence[Sample]) -> MeanColour:
+        for s in samples:
+            self.update(*s)
+        return self.finish()
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        colour = np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
+        return np.broadcast_to(colour, (*sar_raw.shape, 3)).copy()
+
+
+@dataclass
+class IntensityLookup:
+    """Baseline: the mean training colour of each SAR grey level (a 256-entry table)."""
+
+    name: str = "intensity-lookup"
+    table: np.ndarray = field(default_factory=lambda: np.zeros((256, 3)))  # float64 mean RGB per level
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))  # training pixels per level
+    _sums: np.ndarray = field(default_factory=lambda: np.zeros((256, 3)), repr=False)
+
+    def update(self, grey: np.ndarray, opt: np.ndarray, valid: np.ndarray) -> None:
+        g = grey[valid]
+        self.counts += np.bincount(g, minlength=256)
+        for c in range(3):
+            self._sums[:, c] += np.bincount(g, weights=opt[..., c][valid], minlength=256)
+
+    def finish(self) -> IntensityLookup:
+        """Mean per level; empty levels are interpolated linearly between their filled neighbours (constant
+        beyond the first and last filled level)."""
+        filled = np.flatnonzero(self.counts)
+        if filled.size == 0:
+            raise SarColorError("the training split has no valid pixels to fit the baselines on")
+        means = self._sums[filled] / self.counts[filled, None]
+        levels = np.arange(256)
+        self.table = np.stack([np.interp(levels, filled, means[:, c]) for c in range(3)], axis=1)
+        return self
+
+    def fit(self, samples: Sequence[Sample]) -> IntensityLookup:
+        for s in samples:
+            self.update(*s)
+        return self.finish()
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        lut = np.clip(np.rint(self.table), 0, 255).astype(np.uint8)
+        return lut[sar_display(sar_raw, sar_valid, scale)]
+
+
+@dataclass
+class ModelRunner:
+    """A loaded generator run through the tiled inference of ``colorize``."""
+
+    name: str
+    model: object  # torch.nn.Module
+    cfg: object  # ModelConfig
+    device: str = "cpu"
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        from .colorize import colorize_array
+
+        return colorize_array(self.model, self.cfg, sar_raw, valid=sar_valid, scale=scale, device=self.device)
+
+
+def _model_file(spec: str) -> Path | str:
+    """A --models entry -> what load_model takes: shipped name, .safetensors file, or a checkpoint folder's
+    exported ``model.safetensors``."""
+    p = Path(spec)
+    if not p.is_dir():
+        return spec
+    if (p / "model.safetensors").is_file():
+        return p / "model.safetensors"
+    if (p / "checkpoint.safetensors").is_file():
+        raise SarColorError(f"{p}: checkpoint folder without model.safetensors; run "
+                            f"`sarcolor export {p} -o {p / 'model.safetensors'}` first")
+    raise SarColorError(f"{p}: not a checkpoint folder (no model.safetensors)")
+
+
+def _display_name(spec: str, taken: set[str]) -> str:
+    p = Path(spec)
+    name = p.name if p.is_dir() else (p.stem if p.suffix == ".safetensors" else spec)
+    base, i = name, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def load_runners(specs: Sequence[str], device: str = "auto") -> list[ModelRunner]:
+    """Load every --models entry (shipped name, .safetensors file or checkpoint folder)."""
+    from .colorize import resolve_device
+    from .models import load_model
+
+    dev = str(resolve_device(device))  # a clear error for --device cuda without a GPU
+    runners: list[ModelRunner] = []
+    for spec in specs:
+        model, cfg = load_model(_model_file(spec), device=dev)
+        runners.append(ModelRunner(_display_name(spec, {r.name for r in runners}), model, cfg, dev))
+    return runners
+
+
+# ------------------------------------------------------------------------------------------- pairs
+@dataclass
+class Selection:
+    """The pairs to score, the pairs to fit baselines on, and a line saying where they came from."""
+
+    pairs: list[PairRef]
+    train: list[PairRef]
+    description: str
+
+
+def _split_file_pairs(path: Path, splits: dict[str, list[PairRef]], part: str) -> list[PairRef]:
+    """Pairs named in a split file: Kaggle-style {"data": {part: [names]}} or a run's split.json
+    ({part: [{"name", "window", ...}]}). Windowed entries (``name:top``) are rebuilt from their pair."""
+    raw = json.loads(path.read_text())
+    lists = raw.get("data", raw)
+    aliases = {"val": ("val", "valid", "validation")}.get(part, (part,))
+    entries = next((lists[k] for k in aliases if k in lists), None)
+    if entries is None:
+        raise SarColorError(f"{path}: no {part!r} list (has: {', '.join(lists)})")
+    known = {p.name: p for refs in splits.values() for p in refs}
+    out, missing = [], []
+    for e in entries:
+        name = e["name"] if isinstance(e, dict) else str(e)
+        window = tuple(e["window"]) if isinstance(e, dict) and e.get("window") else None
+        ref = known.get(name) or known.get(name.rsplit(":", 1)[0])
+        if ref is None:
+            missing.append(name)
+            continue
+        out.append(PairRef(**{**ref.__dict__, "name": name, "window": window}) if window else ref)
+    if missing:
+        raise SarColorError(f"{path}: {len(missing)} {part} pair(s) not in the data, e.g. {missing[0]!r}")
+    return out
+
+
+def select_pairs(config: str | None, data: str | None, split: str | None) -> Selection:
+    """Resolve --config / --data / --split into the pairs to score and the baselines' training pairs.
+
+    ``--config``: the training config's data and split (default split: val). ``--data DIR``: every pair of a
+    folder (auto layout; default split: all). ``--split FILE[:PART]`` scores PART (default val) of a split
+    file, and fits the baselines on its train list when it has one.
+    """
+    if bool(config) == bool(data):
+        raise SarColorError("give either --config (a training config) or --data (a dataset folder)")
+    if config:
+        base = Path(config).resolve().parent  # data roots are relative to the config file, as in training
+        cfg = load_config(config)
+        if not cfg.get("data", {}).get("sources"):
+            raise SarColorError(f"{config}: no data.sources in the config")
+        splits = build_splits(cfg["data"], base)
+        source = config
+    else:
+        splits = build_splits({"sources": [{"root": str(data), "layout": "auto"}]})
+        source = str(data)
+    split = split or ("val" if config else "all")
+    everything = [p for refs in splits.values() for p in refs]
+    train = splits.get("train", [])
+    path_part = re.match(r"^(.*?)(?::(\w+))?$", split)
+    if split == "all":
+        pairs = everything
+    elif split in splits:
+        pairs = splits[split]
+    elif path_part and Path(path_part[1]).is_file():
+        path, part = Path(path_part[1]), path_part[2] or "val"
+        pairs = _split_file_pairs(path, splits, part)
+        lists = json.loads(path.read_text())
+        if "train" in lists.get("data", lists):
+            train = _split_file_pairs(path, splits, "train")
+    else:
+        known = ", ".join(["all", *splits])
+        raise SarColorError(f"--split {split!r}: not a split ({known}) nor a split file")
+    if not pairs:
+        raise SarColorError(f"split {split!r} of {source} is empty"
+                            + (" (the config holds nothing out: set data.val)" if split == "val" else ""))
+    names = {p.name for p in pairs}
+    if not train or names >= {p.name for p in train}:
+        # No separate training split (a plain folder): the baselines see the scored pairs. Say so.
+        train = train or everything
+        note = "baselines fitted on the scored pairs themselves (no held-out split)"
+    else:
+        note = f"baselines fitted on {len(train)} training pair(s)"
+    return Selection(pairs, train, f"{source}, split {split}: {len(pairs)} pair(s); {note}")
+
+
+def check_sizes(pairs: Sequence[PairRef]) -> None:
+    """Fail before any inference if a pair's SAR and optical differ in size (reads headers only)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    for ref in pairs:
+        sizes = []
+        for path in (ref.sar, ref.opt):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG pairs have no CRS
+                    with rasterio.open(path) as ds:
+                        sizes.append((ds.height, ds.width))
+            except RasterioIOError as exc:
+                raise SarColorError(f"{ref.name}: cannot read {path} ({str(exc).splitlines()[0]})") from None
+        (sh, sw), (oh, ow) = sizes
+        if (sh, sw) != (oh, ow):
+            raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {sw}x{sh} but optical "
+                                f"{ref.opt.name} is {ow}x{oh} (width x height); fix or remove the pair, "
+                                "nothing was scored")
+        if ref.window:
+            r, c, h, w = ref.window
+            if r + h > sh or c + w > sw:
+                raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {sw}x{sh} image")
+
+
+# ------------------------------------------------------------------------------------------ fitting
+def fit_baselines(train: Sequence[PairRef], quiet: bool = False) -> list[MeanColour | IntensityLookup]:
+    """Fit the mean-colour and intensity-lookup baselines on the training pairs, in one streamed pass."""
+    from tqdm import tqdm
+
+    baselines = [MeanColour(), IntensityLookup()]
+    for ref in tqdm(train, desc="fitting baselines", unit="pair", disable=quiet, leave=False):
+        sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
+        sample = (sar_display(sar, sar_valid, scale), opt, pair_valid(sar_valid, opt, opt_valid))
+        for b in baselines:
+            b.update(*sample)
+    return [b.finish() for b in baselines]
+
+
+# ------------------------------------------------------------------------------------- contact sheet
+def sheet_layout(n_rows: int, n_cols: int, thumb: int = THUMB) -> tuple[tuple[int, int], list[list[tuple]]]:
+    """Contact-sheet geometry: (width, height) and each panel's box (left, top, right, bottom) by row/col.
+
+    One title strip of ``HEADER_H`` on top; each row is a caption strip of ``CAPTION_H`` then the panels,
+    ``thumb`` x ``thumb`` each, side by side without gaps.
+    """
+    width, height = n_cols * thumb, HEADER_H + n_rows * (CAPTION_H + thumb)
+    boxes = [[(c * thumb, HEADER_H + r * (CAPTION_H + thumb) + CAPTION_H,
+               (c + 1) * thumb, HEADER_H + (r + 1) * (CAPTION_H + thumb)) for c in range(n_cols)]
+             for r in range(n_rows)]
+    return (width, height), boxes
+
+
+def thumbnail(img: np.ndarray, thumb: int = THUMB) -> Image.Image:
+    """(H, W) or (H, W, 3) uint8 -> RGB image of at most thumb x thumb, aspect kept (area-averaged)."""
+    im = Image.fromarray(img).convert("RGB")
+    s = thumb / max(im.size)
+    size = (max(1, round(im.width * s)), max(1, round(im.height * s)))
+    return im.resize(size, Image.Resampling.BOX)
+
+
+def contact_sheet(rows: Sequence[tuple[str, Sequence[Image.Image]]], titles: Sequence[str],
+                  thumb: int = THUMB) -> Image.Image:
+    """Rows of (caption, panels) under column ``titles``; each panel is centred in its thumb x thumb cell."""
+    (w, h), boxes = sheet_layout(len(rows), len(titles), thumb)
+    sheet = Image.new("RGB", (w, h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    draw.rectangle((0, 0, w - 1, HEADER_H - 1), fill=(255, 255, 255))
+    for c, title in enumerate(titles):
+        draw.text((c * thumb + 4, 5), _fit_text(draw, title, font, thumb - 8), fill=(0, 0, 0), font=font)
+    for r, (caption, panels) in enumerate(rows):
+        if len(panels) != len(titles):
+            raise ValueError(f"row {caption!r}: {len(panels)} panels for {len(titles)} columns")
+        top = boxes[r][0][1] - CAPTION_H
+        draw.text((4, top + 1), _fit_text(draw, caption, font, w - 8), fill=(230, 230, 230), font=font)
+        for (x0, y0, x1, y1), panel in zip(boxes[r], panels, strict=True):
+            sheet.paste(panel, (x0 + (x1 - x0 - panel.width) // 2, y0 + (y1 - y0 - panel.height) // 2))
+    return sheet
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """Shorten ``text`` with an ellipsis until it fits ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+# ------------------------------------------------------------------------------------------ heatmap
+# A dark-to-bright perceptual ramp (inferno-like): black = no error, pale yellow = HEATMAP_MAX or more.
+_RAMP = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], float)
+
+
+def heatmap(delta_e: np.ndarray, valid: np.ndarray, vmax: float = HEATMAP_MAX) -> np.ndarray:
+    """Per-pixel CIEDE2000 (H, W) -> (H, W, 3) uint8 colour map; unscored pixels are mid grey."""
+    t = np.clip(np.nan_to_num(delta_e, nan=0.0) / vmax, 0.0, 1.0) * (len(_RAMP) - 1)
+    x = np.arange(len(_RAMP))
+    rgb = np.stack([np.interp(t, x, _RAMP[:, c]) for c in range(3)], axis=-1)
+    rgb[~valid] = NODATA_RGB
+    return np.rint(rgb).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- report
+@dataclass
+class Report:
+    rows: list[dict]  # per image and model: image, group, model, valid_pixels, metrics...
+    summary: dict[str, dict[str, float | int]]  # model -> metric -> mean (+ "count")
+    files: dict[str, Path]
+
+
+def summarise(rows: Sequence[dict], models: Sequence[str]) -> dict[str, dict[str, float | int]]:
+    """Mean of each metric per model over the images where it is defined (NaN-free); ``count`` = images.
+
+    PSNR is ``inf`` for an image predicted exactly, and so is its mean then: reported, not clipped.
+    """
+    out: dict[str, dict[str, float | int]] = {}
+    for name in models:
+        mine = [r for r in rows if r["model"] == name]
+        out[name] = {}
+        for k in metrics.METRICS:
+            vals = np.array([r[k] for r in mine], dtype=np.float64)
+            vals = vals[~np.isnan(vals)]
+            out[name][k] = float(vals.mean()) if vals.size else math.nan
+        out[name]["count"] = len(mine)
+    return out
+
+
+def _json_safe(x: object) -> object:
+    """Strict JSON has no inf/NaN: write them as the strings "inf", "-inf", "nan" (float() reads them)."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+_COLUMNS = {"psnr": ("PSNR dB ↑", "{:.2f}"), "ssim": ("SSIM ↑", "{:.4f}"), "ciede2000": ("ΔE00 ↓", "{:.2f}"),
+            "sam": ("SAM ° ↓", "{:.2f}"), "chroma_ratio": ("chroma ratio →1", "{:.3f}"),
+            "ab_wasserstein": ("a*b* W1 ↓", "{:.2f}"), "identity_collapse": ("collapse ↓", "{:.0%}")}
+
+
+def markdown_table(summary: dict[str, dict[str, float | int]]) -> str:
+    """The summary as a GitHub Markdown table, one row per model."""
+    head = ["model", *(_COLUMNS[k][0] for k in metrics.METRICS), "n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":--"] + ["--:"] * (len(head) - 1)) + "|"]
+    for name, vals in summary.items():
+        cells = [name]
+        for k in metrics.METRICS:
+            v = float(vals[k])
+            cells.append(_COLUMNS[k][1].format(v) if math.isfinite(v) else str(v))
+        cells.append(str(vals["count"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
+
+
+def _pick_samples(pairs: Sequence[PairRef], samples: int | Sequence[str], seed: int = 0) -> list[int]:
+    """Indices of the contact-sheet rows: the named pairs, or ``samples`` drawn at random (fixed seed)."""
+    if isinstance(samples, int):
+        n = min(max(samples, 0), len(pairs))
+        return sorted(np.random.default_rng(seed).choice(len(pairs), size=n, replace=False).tolist())
+    index = {p.name: i for i, p in enumerate(pairs)}
+    out = []
+    for s in samples:
+        hits = [i for name, i in index.items() if name == s or name.endswith("/" + s)]
+        if not hits:
+            raise SarColorError(f"--samples: no pair named {s!r} in the split (e.g. {pairs[0].name!r})")
+        out.append(hits[0])
+    return out
+
+
+def run_evaluation(pairs: Sequence[PairRef], predictors: Sequence[Predictor], out: str | Path, *,
+                   samples: int | Sequence[str] = 6, heatmaps: bool = False, quiet: bool = False,
+                   description: str = "") -> Report:
+    """Score every predictor on every pair and write the report folder; returns what was written."""
+    from tqdm import tqdm
+
+    if not predictors:
+        raise SarColorError("nothing to evaluate: no models and no baselines")
+    names = [p.name for p in predictors]
+    if len(set(names)) != len(names):
+        raise SarColorError(f"model names must be unique: {names}")
+    check_sizes(pairs)  # every pair, before any inference: nothing is computed on misaligned sizes
+    sample_idx = set(_pick_samples(pairs, samples))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if heatmaps:
+        (out / "heatmaps").mkdir(exist_ok=True)
+    rows: list[dict] = []
+    sheet_rows: list[tuple[str, list[Image.Image]]] = []
+    bar = tqdm(pairs, desc="evaluating", unit="pair", disable=quiet)
+    for i, ref in enumerate(bar):
+        sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
+        if sar.shape != opt.shape[:2]:  # check_sizes saw the headers; this guards the pixels read
+            raise SarColorError(f"pair {ref.name}: SAR {sar.shape} and optical {opt.shape[:2]} differ in "
+                                "size; nothing was scored")
+        valid = pair_valid(sar_valid, opt, opt_valid)
+        grey = sar_display(sar, sar_valid, scale)
+        reference = metrics.prepare(opt, grey, valid)
+        panels = [thumbnail(grey)] if i in sample_idx else []
+        for pred_obj in predictors:
+            pred = pred_obj.predict(sar, sar_valid, scale)
+            if pred.shape != opt.shape or pred.dtype != np.uint8:
+                raise SarColorError(f"{pred_obj.name} on {ref.name}: returned {pred.shape} {pred.dtype}, "
+                                    f"expected {opt.shape} uint8")
+            scores, delta_e = metrics.score(pred, reference)
+            rows.append({"image": ref.name, "group": ref.group, "model": pred_obj.name,
+                         "valid_pixels": int(valid.sum()), **scores})
+            if panels:
+                panels.append(thumbnail(pred))
+            if heatmaps:
+                Image.fromarray(heatmap(delta_e, valid)).save(
+                    out / "heatmaps" / f"{_safe(ref.name)}__{_safe(pred_obj.name)}.png")
+        if panels:
+            sheet_rows.append((ref.name, [*panels, thumbnail(opt)]))
+        first = [r for r in rows if r["model"] == names[0]]
+        bar.set_postfix({f"ΔE {names[0]}": f"{np.nanmean([r['ciede2000'] for r in first]):.2f}"})
+    summary = summarise(rows, names)
+    files = _write_report(out, rows, summary, sheet_rows, names, description, heatmaps)
+    return Report(rows, summary, files)
+
+
+def _write_report(out: Path, rows: list[dict], summary: dict, sheet_rows: list, names: list[str],
+                  description: str, heatmaps: bool) -> dict[str, Path]:
+    files = {"csv": out / "per_image.csv", "json": out / "summary.json", "md": out / "summary.md",
+             "sheet": out / "contact_sheet.png"}
+    fields = ["image", "group", "model", "valid_pixels", *metrics.METRICS]
+    with open(files["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (format(v, ".10g") if isinstance(v, float) else v) for k, v in r.items()})
+    files["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    md = ["# sarcolor evaluation", "", description, "",
+          markdown_table(summary),
+          "Metrics on 8-bit RGB per image, then averaged over images; nodata in either image excluded. "
+          "↑ higher is better, ↓ lower is better, →1 best at 1; collapse: share of images whose prediction "
+          "is closer to the grey SAR than to the truth. Definitions: docs/metrics.md.", ""]
+    if sheet_rows:
+        (w_, h_), _ = sheet_layout(len(sheet_rows), len(names) + 2)
+        md += [f"Contact sheet (`contact_sheet.png`, {w_}x{h_}): SAR | {' | '.join(names)} | truth, rows: "
+               + ", ".join(f"`{r[0]}`" for r in sheet_rows) + ".", ""]
+    if heatmaps:
+        md += [f"Heatmaps (`heatmaps/<image>__<model>.png`): per-pixel CIEDE2000, black 0 to pale yellow "
+               f"{HEATMAP_MAX:g}+; grey = not scored.", ""]
+    files["md"].write_text("\n".join(md))
+    if sheet_rows:
+        contact_sheet(sheet_rows, ["SAR", *names, "truth"]).save(files["sheet"])
+    else:
+        files.pop("sheet")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def parse_samples(text: str | int) -> int | list[str]:
+    """--samples: a number of random rows, or comma-separated pair names."""
+    text = str(text).strip()
+    if text.isdigit():
+        return int(text)
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise SarColorError(f"--samples {text!r}: give a number or comma-separated pair names")
+    return names
+
+
+def evaluate_from_cli(args: argparse.Namespace) -> int:
+    """``sarcolor evaluate``: select pairs, fit baselines, load models, score, write the report."""
+    sel = select_pairs(args.config, args.data, args.split)
+    samples = parse_samples(args.samples)
+    check_sizes(sel.pairs)  # fail fast, before fitting or loading anything
+    predictors: list[Predictor] = list(load_runners(args.models, args.device)) if args.models else []
+    if not args.no_baselines:
+        check_sizes(sel.train)
+        predictors += fit_baselines(sel.train, quiet=args.quiet)
+        log.info("%s", sel.description)
+    else:
+        log.info("%s", sel.description.split(";")[0])
+    report = run_evaluation(sel.pairs, predictors, args.out, samples=samples, heatmaps=args.heatmap,
+                            quiet=args.quiet, description=sel.description)
+    if not args.quiet:
+        print(markdown_table(report.summary), end="")
+        print(f"report: {Path(args.out)}")
+    return 0

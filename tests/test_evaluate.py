@@ -1,0 +1,292 @@
+"""``sarcolor evaluate`` on tiny generated pair folders: baselines, report files, contact sheet, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.errors import NotGeoreferencedWarning
+
+from sarcolor import evaluate as ev
+from sarcolor import metrics
+from sarcolor.cli import main
+from sarcolor.data import build_splits, read_pair
+from sarcolor.errors import SarColorError
+
+SIZE = 32
+
+
+def colour_of(grey: np.ndarray) -> np.ndarray:
+    """The synthetic ground truth: a fixed, never-black colour for every grey level."""
+    g = grey.astype(np.int64)
+    return np.stack([g, 255 - g, (g * 7) % 256], axis=-1).astype(np.uint8)
+
+
+def write_pairs(root: Path, names: list[str], seed: int = 0, size: tuple[int, int] = (SIZE, SIZE)) -> Path:
+    """root/sar/<name>.png (8-bit grey, every level present) + root/opt/<name>.png = colour_of(sar)."""
+    (root / "sar").mkdir(parents=True, exist_ok=True)
+    (root / "opt").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for n in names:
+        grey = rng.permutation(np.resize(np.arange(256, dtype=np.uint8), size[0] * size[1])).reshape(size)
+        Image.fromarray(grey).save(root / "sar" / f"{n}.png")
+        Image.fromarray(colour_of(grey)).save(root / "opt" / f"{n}.png")
+    return root
+
+
+class GreyCopy:
+    """A 'model' that returns the SAR itself: the identity collapse."""
+
+    name = "grey-copy"
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        return metrics.grey_rgb(ev.sar_display(sar_raw, sar_valid, scale))
+
+
+def samples_of(refs) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    out = []
+    for ref in refs:
+        sar, sv, opt, ov, scale = read_pair(ref)
+        out.append((ev.sar_display(sar, sv, scale), opt, ev.pair_valid(sv, opt, ov)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def test_intensity_lookup_reproduces_the_mapping(tmp_path):
+    root = write_pairs(tmp_path / "d", ["a", "b"])
+    refs = build_splits({"sources": [{"root": str(root), "layout": "folders"}]})["train"]
+    lut = ev.IntensityLookup().fit(samples_of(refs[:1]))
+    levels = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(np.rint(lut.table).astype(np.uint8), colour_of(levels))
+    sar, sv, opt, _, scale = read_pair(refs[1])
+    assert np.array_equal(lut.predict(sar, sv, scale), opt)  # an unseen pair, predicted exactly
+
+
+def test_intensity_lookup_interpolates_empty_levels():
+    grey = np.array([[0, 100]], np.uint8)
+    opt = np.array([[[0, 0, 200], [100, 50, 0]]], np.uint8)
+    lut = ev.IntensityLookup().fit([(grey, opt, np.ones_like(grey, bool))])
+    assert np.allclose(lut.table[50], [50, 25, 100])  # halfway between the two filled levels
+    assert np.allclose(lut.table[255], [100, 50, 0])  # constant beyond the last filled level
+    assert lut.counts[0] == lut.counts[100] == 1 and lut.counts.sum() == 2
+
+
+def test_mean_colour_uses_valid_pixels_only():
+    opt = np.array([[[10, 20, 30], [30, 40, 50], [255, 255, 255]]], np.uint8)
+    valid = np.array([[True, True, False]])
+    mc = ev.MeanColour().fit([(np.zeros((1, 3), np.uint8), opt, valid)])
+    assert np.allclose(mc.rgb, [20, 30, 40])
+    assert (mc.predict(np.zeros((8, 9), np.float32), np.ones((8, 9), bool), "8bit") == [20, 30, 40]).all()
+
+
+def test_sar_display_same_mapping_for_every_scale():
+    rng = np.random.default_rng(0)
+    raw8 = rng.integers(0, 256, (16, 16)).astype(np.float32)
+    assert np.array_equal(ev.sar_display(raw8, np.ones_like(raw8, bool), "8bit"), raw8.astype(np.uint8))
+    lin = rng.gamma(1.0, 0.05, (64, 64)).astype(np.float32)  # speckle-like linear intensity
+    db = 10 * np.log10(lin)
+    grey = ev.sar_display(db, np.ones_like(db, bool), "db").astype(int)
+    p99 = 10 ** (np.percentile(db, 99) / 10)  # scene_stats takes the percentile in dB
+    expected = np.rint(np.clip(lin / p99, 0, 1) * 255).astype(int)
+    assert np.abs(grey - expected).max() <= 1
+
+
+# --------------------------------------------------------------------------------------------- report
+def test_report_files_and_values(tmp_path):
+    root = write_pairs(tmp_path / "d", ["a", "b", "c"])
+    # nodata: a black optical patch in pair c is excluded from the scores
+    opt_c = np.array(Image.open(root / "opt" / "c.png"))
+    opt_c[:4, :] = 0
+    Image.fromarray(opt_c).save(root / "opt" / "c.png")
+    refs = build_splits({"sources": [{"root": str(root), "layout": "folders"}]})["train"]
+    preds = [GreyCopy(), *ev.fit_baselines(refs[:2], quiet=True)]
+    out = tmp_path / "report"
+    report = ev.run_evaluation(refs, preds, out, samples=2, heatmaps=True, quiet=True, description="test run")
+    names = ["grey-copy", "mean-colour", "intensity-lookup"]
+
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert len(rows) == 3 * len(names)
+    assert list(rows[0]) == ["image", "group", "model", "valid_pixels", *metrics.METRICS]
+    valid_c = {r["model"]: int(r["valid_pixels"]) for r in rows if r["image"].endswith("/c")}
+    assert set(valid_c.values()) == {SIZE * SIZE - 4 * SIZE}
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == names
+    for name in names:
+        assert summary[name]["count"] == 3
+        assert set(summary[name]) == {*metrics.METRICS, "count"}
+        mine = [r for r in rows if r["model"] == name]
+        csv_mean = np.mean([float(r["ciede2000"]) for r in mine])
+        assert float(summary[name]["ciede2000"]) == pytest.approx(csv_mean, rel=1e-9)
+    # exact lookup: PSNR inf reported honestly (as the string "inf": strict JSON), SSIM 1, no colour error
+    lookup = summary["intensity-lookup"]
+    assert lookup["psnr"] == "inf" and float(lookup["psnr"]) == math.inf and lookup["ssim"] == 1.0
+    assert summary["intensity-lookup"]["ciede2000"] == 0.0
+    assert summary["grey-copy"]["identity_collapse"] == 1.0
+    assert summary["intensity-lookup"]["identity_collapse"] == 0.0
+
+    # one value checked against a direct computation
+    sar, sv, opt, ov, scale = read_pair(refs[2])
+    valid = ev.pair_valid(sv, opt, ov)
+    direct = metrics.all_metrics(preds[1].predict(sar, sv, scale), opt, ev.sar_display(sar, sv, scale), valid)
+    row = next(r for r in report.rows if r["model"] == "mean-colour" and r["image"] == refs[2].name)
+    assert row == {**row, **direct}
+
+    md = (out / "summary.md").read_text()
+    assert "test run" in md
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(names) and all(f"| {n} |" in md for n in names)
+    assert table[0].count("|") == table[2].count("|")
+    heat = sorted(p.name for p in (out / "heatmaps").iterdir())
+    assert len(heat) == 3 * len(names) and "d_c__grey-copy.png" in heat
+    hm = np.array(Image.open(out / "heatmaps" / "d_c__intensity-lookup.png"))
+    zero_error = ev.heatmap(np.zeros((1, 1)), np.ones((1, 1), bool))[0, 0]
+    assert (hm[:4] == ev.NODATA_RGB).all() and (hm[4:] == zero_error).all()
+
+
+def test_contact_sheet_shows_the_right_panels(tmp_path):
+    root = write_pairs(tmp_path / "d", ["a", "b", "c"], size=(48, 48))
+    refs = build_splits({"sources": [{"root": str(root), "layout": "folders"}]})["train"]
+    preds = [GreyCopy(), *ev.fit_baselines(refs, quiet=True)]
+    out = tmp_path / "report"
+    ev.run_evaluation(refs, preds, out, samples=["b", "c"], quiet=True)
+    sheet = np.array(Image.open(out / "contact_sheet.png"))
+    (w, h), boxes = ev.sheet_layout(2, 5)
+    assert (w, h) == (5 * ev.THUMB, ev.HEADER_H + 2 * (ev.CAPTION_H + ev.THUMB))
+    assert sheet.shape == (h, w, 3)
+    for r, ref in enumerate(refs[1:]):
+        sar, sv, opt, ov, scale = read_pair(ref)
+        grey = ev.sar_display(sar, sv, scale)
+        expected = [grey, *(p.predict(sar, sv, scale) for p in preds), opt]  # SAR | models | truth
+        for (x0, y0, x1, y1), img in zip(boxes[r], expected, strict=True):
+            assert np.array_equal(sheet[y0:y1, x0:x1], np.array(ev.thumbnail(img))), (ref.name, x0)
+    assert "rows: `d/b`, `d/c`" in (out / "summary.md").read_text()
+
+
+def test_contact_sheet_layout_with_unequal_panels():
+    thumb = 40
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    rows = [("wide", [ev.thumbnail(np.full((10, 20, 3), c, np.uint8), thumb) for c in colours]),
+            ("tall", [ev.thumbnail(np.full((20, 10, 3), c, np.uint8), thumb) for c in colours])]
+    sheet = np.array(ev.contact_sheet(rows, ["SAR", "model", "truth"], thumb))
+    (w, h), boxes = ev.sheet_layout(2, 3, thumb)
+    assert sheet.shape == (h, w, 3) == (ev.HEADER_H + 2 * (ev.CAPTION_H + thumb), 3 * thumb, 3)
+    assert (sheet[:ev.HEADER_H] == 255).mean() > 0.8 and (sheet[:ev.HEADER_H] < 128).any()  # titles drawn
+    for r in range(2):
+        for c, colour in enumerate(colours):
+            x0, y0, x1, y1 = boxes[r][c]
+            cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+            assert tuple(sheet[cy, cx]) == colour
+            # letterbox: wide panels leave the top of the cell empty, tall ones the left
+            corner = sheet[y0 + 2, cx] if r == 0 else sheet[cy, x0 + 2]
+            assert tuple(corner) == ev.BACKGROUND
+
+
+# --------------------------------------------------------------------------------------- pairs/splits
+def test_mismatched_pair_is_a_clear_error_and_nothing_is_computed(tmp_path, capsys):
+    root = write_pairs(tmp_path / "d", ["a", "b"])
+    Image.fromarray(np.zeros((SIZE, SIZE + 8, 3), np.uint8) + 9).save(root / "opt" / "b.png")
+    refs = build_splits({"sources": [{"root": str(root), "layout": "folders"}]})["train"]
+    with pytest.raises(SarColorError, match=r"pair d/b: SAR b.png is 32x32 but optical b.png is 40x32"):
+        ev.run_evaluation(refs, [GreyCopy()], tmp_path / "report", quiet=True)
+    assert not (tmp_path / "report").exists()
+    rc = main(["evaluate", "--data", str(root), "--models", "nonexistent", "-o", str(tmp_path / "r2"), "-q"])
+    assert rc == 2 and "pair d/b" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def test_config_split_and_baseline_training_pairs(tmp_path):
+    write_pairs(tmp_path / "d", ["a", "b", "c"])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data:\n  sources:\n    - {root: d, layout: folders}\n  val:\n    groups: [c]\n")
+    sel = ev.select_pairs(str(cfg), None, None)
+    assert [p.name for p in sel.pairs] == ["d/c"] and [p.name for p in sel.train] == ["d/a", "d/b"]
+    assert "2 training pair(s)" in sel.description
+    sel = ev.select_pairs(None, str(tmp_path / "d"), None)  # a plain folder: every pair, baselines see them
+    assert len(sel.pairs) == 3 and "no held-out split" in sel.description
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"data": {"train": ["d/a"], "val": ["d/b", "d/c"]}}))
+    sel = ev.select_pairs(str(cfg), None, str(split))
+    assert [p.name for p in sel.pairs] == ["d/b", "d/c"] and [p.name for p in sel.train] == ["d/a"]
+    with pytest.raises(SarColorError, match="not a split"):
+        ev.select_pairs(str(cfg), None, "nope")
+    with pytest.raises(SarColorError, match="either --config"):
+        ev.select_pairs(None, None, None)
+
+
+def test_nodata_in_a_geotiff_sar_is_excluded(tmp_path):
+    root = write_pairs(tmp_path / "d", ["a"])
+    grey = np.array(Image.open(root / "sar" / "a.png")).astype(np.float32)
+    grey[:, :5] = -9999.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(root / "sar" / "a.tif", "w", driver="GTiff", width=SIZE, height=SIZE, count=1,
+                           dtype="float32", nodata=-9999.0) as ds:
+            ds.write(grey, 1)
+    (root / "sar" / "a.png").unlink()
+    refs = build_splits({"sources": [{"root": str(root), "layout": "folders"}]})["train"]
+    report = ev.run_evaluation(refs, [GreyCopy()], tmp_path / "r", samples=0, quiet=True)
+    assert report.rows[0]["valid_pixels"] == SIZE * (SIZE - 5)
+    assert not (tmp_path / "r" / "contact_sheet.png").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small random sarcolornet saved as a model file (inference only needs some weights)."""
+    import torch
+
+    from sarcolor.models import ModelConfig, build_model, save_model
+
+    cfg = ModelConfig(width=8, enc_depths=(1, 1), tile=32, overlap=8, name="tiny")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(path, build_model(cfg), cfg)
+    return path
+
+
+def test_cli_scores_models_and_checkpoint_folders(tmp_path, tiny_model, capsys):
+    from sarcolor.colorize import colorize_array
+    from sarcolor.models import load_model
+
+    root = write_pairs(tmp_path / "d", ["a", "b", "c"], size=(40, 48))
+    run = tmp_path / "run-7"  # a training run folder holding its exported model
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(tiny_model.read_bytes())
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--data", str(root), "--models", str(tiny_model), str(run), "-o", str(out),
+               "--samples", "2", "--device", "cpu"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| tiny |" in printed and "| run-7 |" in printed and f"report: {out}" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["tiny", "run-7", "mean-colour", "intensity-lookup"]
+    assert summary["tiny"] == summary["run-7"]  # the same weights, loaded two ways
+    assert Image.open(out / "contact_sheet.png").size == ev.sheet_layout(2, 6)[0]
+    # the runner's prediction is colorize's: check one row against a direct computation
+    refs = build_splits({"sources": [{"root": str(root), "layout": "auto"}]})["train"]
+    sar, sv, opt, ov, scale = read_pair(refs[0])
+    model, cfg = load_model(tiny_model)
+    pred = colorize_array(model, cfg, sar, valid=sv, scale=scale, device="cpu")
+    direct = metrics.all_metrics(pred, opt, ev.sar_display(sar, sv, scale), ev.pair_valid(sv, opt, ov))
+    row = next(r for r in csv.DictReader(open(out / "per_image.csv")) if r["model"] == "tiny")
+    assert row["image"] == refs[0].name
+    for k in metrics.METRICS:
+        assert float(row[k]) == pytest.approx(direct[k], rel=1e-8), k
+
+
+def test_checkpoint_folder_without_model_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.safetensors").write_bytes(b"x")
+    with pytest.raises(SarColorError, match="sarcolor export"):
+        ev.load_runners([str(tmp_path / "run")], "cpu")
+
+
+def test_parse_samples():
+    assert ev.parse_samples("4") == 4
+    assert ev.parse_samples("001, 017") == ["001", "017"]
