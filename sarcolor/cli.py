@@ -59,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score models and baselines on SAR/optical pairs")
     e.add_argument("--config", help="training config whose data and split to use")
     e.add_argument("--data", help="dataset folder (instead of --config)")
-    e.add_argument("--split", default="val", help="split to score: val, test, all, or a split file")
+    e.add_argument("--split", help="split to score: val, test, all, or a split file FILE[:PART] "
+                                   "(default: val with --config, all with --data)")
     e.add_argument("--models", nargs="+", default=["default"], help="shipped names, .safetensors or checkpoints")
     e.add_argument("--no-baselines", action="store_true", help="skip the mean-colour and intensity baselines")
     e.add_argument("-o", "--out", required=True, help="report folder")
-    e.add_argument("--samples", type=int, default=6, help="rows on the contact sheet (default: 6)")
+    e.add_argument("--samples", default="6",
+                   help="contact-sheet rows: a number of random pairs, or comma-separated names (default: 6)")
     e.add_argument("--heatmap", action="store_true", help="also write per-pixel error heatmaps")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("-q", "--quiet", action="store_true")
