@@ -1,0 +1,789 @@
+"""``sarcolor serve``: the web page and the HTTP API, on FastAPI + uvicorn.
+
+Design, in the order a request meets it:
+
+- The request body is capped by a small ASGI middleware (declared ``Content-Length`` first, then the bytes
+  actually received), so an oversized upload is refused with 413 before it is spooled anywhere.
+- The upload is copied into a private folder (``tempfile.mkdtemp``, mode 0700) under a server-generated name;
+  the client's filename is only ever used, sanitised, in the ``Content-Disposition`` of downloads. Starlette
+  spools multipart bodies to an anonymous temp file first (unlinked at creation on Linux); we never name it.
+- The type is sniffed from magic bytes (PNG, JPEG, TIFF/BigTIFF), never from the filename or content type.
+- Width x height is read from the header and refused above ``max_pixels`` before anything is decoded, which
+  is what stops decompression bombs (a tiny PNG or deflated TIFF that claims a huge raster).
+- Jobs run on a bounded ``ThreadPoolExecutor`` sharing one model loaded at start-up; at most ``max_queue``
+  jobs wait, beyond that the server answers 503 instead of piling work (and memory) up.
+- Inference is ``sarcolor.colorize.colorize_file``, the same code path as ``sarcolor colorize``.
+- A janitor thread deletes each job's folder ``ttl`` seconds after the job finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from rasterio.errors import RasterioError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import SarColorError
+from .preprocess import SCALES
+
+log = logging.getLogger("sarcolor")
+
+# Magic numbers of the formats we accept. Everything else is a 415, whatever the filename says.
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+]
+_EXT = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
+_MAX_BANDS = 16  # with max_pixels this bounds the decoded bytes of a TIFF too
+_MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers around the file itself
+_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+# The page is self-contained; this policy keeps it so (no inline script, nothing from elsewhere).
+_PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, rendered as ``{"detail": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------------
+# Inspecting an upload without decoding it
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageInfo:
+    kind: str  # "png", "jpeg" or "tiff"
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    georeferenced: bool
+
+
+def sniff(head: bytes) -> str | None:
+    """The image type from the first bytes of a file, or None when it is none we accept."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def inspect_image(path: Path, kind: str, max_pixels: int) -> ImageInfo:
+    """Read only the header: size, bands, georeferencing. Raises ApiError 400 (corrupt) or 413 (too big)."""
+    if kind in ("png", "jpeg"):
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                # PIL warns (and raises past twice its limit) on huge headers; we decide below ourselves.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    width, height = im.size
+                    bands = len(im.getbands())
+                    mode = im.mode
+                    if kind == "png":
+                        # Walks the chunks and checks their CRCs without inflating anything. Needed because
+                        # GDAL reads a truncated PNG without an error (it returns made-up rows).
+                        im.verify()
+        except Image.DecompressionBombError:
+            raise ApiError(413, f"image is over the pixel limit of {max_pixels:,} pixels") from None
+        except Exception as exc:  # PIL raises many types on broken headers
+            raise ApiError(400, f"corrupt or unreadable {kind.upper()} image ({exc.__class__.__name__})") from None
+        info = ImageInfo(kind, width, height, bands, "uint16" if mode.startswith("I;16") else "uint8", False)
+    else:
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        try:
+            with _gdal_env(), rasterio.open(path, driver="GTiff") as ds:  # driver: TIFF magic, TIFF reader
+                georef = ds.crs is not None or ds.gcps[1] is not None or not ds.transform.is_identity
+                info = ImageInfo(kind, ds.width, ds.height, ds.count, ds.dtypes[0], bool(georef))
+        except RasterioIOError as exc:
+            raise ApiError(400, f"corrupt or unreadable TIFF image ({_first_line(exc)})") from None
+    if info.width < 1 or info.height < 1:
+        raise ApiError(400, "image has no pixels")
+    if info.width * info.height > max_pixels:
+        raise ApiError(413, f"image is {info.width} x {info.height} = {info.width * info.height:,} pixels, "
+                            f"over the limit of {max_pixels:,}")
+    if info.bands > _MAX_BANDS:
+        raise ApiError(422, f"image has {info.bands} bands; at most {_MAX_BANDS} are accepted")
+    return info
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+
+def _gdal_env():
+    """GDAL options for reading uploads: never list or probe the folder for sidecar files."""
+    import rasterio
+
+    return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_PAM_ENABLED="NO")
+
+
+def safe_stem(filename: str | None) -> str:
+    """A harmless name for downloads, from the client's filename (used in headers only, never on disk)."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.rsplit(".", 1)[0]).strip("._")[:60]
+    return stem or "sar"
+
+
+# --------------------------------------------------------------------------------------------------
+# Previews (display only: a percentile stretch and a decimated read, no inference)
+# --------------------------------------------------------------------------------------------------
+def _preview_shape(width: int, height: int, max_side: int) -> tuple[int, int]:
+    f = min(1.0, max_side / max(width, height))
+    return max(1, round(height * f)), max(1, round(width * f))
+
+
+def write_input_preview(src: Path, dst: Path, *, bands: list[int] | None, polarisation: str,
+                        max_side: int) -> None:
+    """Grey PNG of the SAR band the model reads, at most max_side on the long side.
+
+    8-bit inputs are shown as they are; others (dB, amplitude, power) are stretched between their 1st and
+    99th percentile in dB, the usual way to look at SAR.
+    """
+    from PIL import Image
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from .preprocess import scene_stats, to_db
+    from .raster import open_sar
+
+    with warnings.catch_warnings(), _gdal_env():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with open_sar(src, bands=bands, polarisation=polarisation) as sar:  # the engine's band choice
+            shape = _preview_shape(sar.width, sar.height, max_side)
+            resampling = Resampling.nearest if shape == (sar.height, sar.width) else Resampling.average
+            raw = sar.ds.read(sar.band, out_shape=shape, resampling=resampling, masked=True)
+    valid = ~np.ma.getmaskarray(raw)
+    data = np.ma.getdata(raw)
+    if data.dtype == np.uint8:
+        grey = data.astype(np.float32)
+    else:
+        valid &= np.isfinite(data)
+        try:
+            stats = scene_stats(data, valid, "auto")
+            grey = np.clip((to_db(data, stats.scale) - stats.lo) / (stats.hi - stats.lo), 0, 1) * 255
+        except SarColorError:  # nothing valid: a black preview is honest
+            grey = np.zeros(data.shape, np.float32)
+    grey = np.where(valid, np.nan_to_num(grey), 0).astype(np.uint8)
+    Image.fromarray(grey, mode="L").save(dst, compress_level=3)
+
+
+def write_png(src_tif: Path, dst: Path, max_side: int | None = None) -> None:
+    """The RGB(A) GeoTIFF result as PNG, optionally shrunk to max_side (for display)."""
+    import rasterio
+    from PIL import Image
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings(), _gdal_env():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(src_tif) as ds:
+            if max_side is None or max(ds.width, ds.height) <= max_side:
+                if ds.width * ds.height > 64e6:
+                    # Very large: let GDAL stream it row by row instead of holding it all in memory.
+                    from rasterio.shutil import copy as gdal_copy
+
+                    gdal_copy(ds, str(dst), driver="PNG", ZLEVEL=3)
+                    return
+                shape = (ds.height, ds.width)
+            else:
+                shape = _preview_shape(ds.width, ds.height, max_side)
+            bands = list(range(1, min(ds.count, 4) + 1))
+            arr = ds.read(bands, out_shape=(len(bands), *shape))
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[0]]
+    pixels = arr[0] if mode == "L" else np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+    Image.fromarray(pixels, mode=mode).save(dst, compress_level=3)
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    id: str
+    folder: Path
+    info: ImageInfo
+    stem: str
+    scale: str
+    bands: list[int] | None
+    status: str = "queued"  # queued -> running -> done | failed
+    progress: float = 0.0
+    error: str | None = None
+    error_status: int | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    future: Future | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def input_path(self) -> Path:
+        return self.folder / f"input{_EXT[self.info.kind]}"
+
+    @property
+    def result_tif(self) -> Path:
+        return self.folder / "result.tif"
+
+    @property
+    def result_png(self) -> Path:
+        return self.folder / "result.png"
+
+    @property
+    def preview_png(self) -> Path:
+        return self.folder / "preview.png"
+
+    @property
+    def input_preview(self) -> Path:
+        return self.folder / "input_preview.png"
+
+
+class JobManager:
+    """Owns the private folder, the worker pool, the job table and the janitor."""
+
+    def __init__(self, run: Callable[[Job], None], *, workers: int, max_queue: int, ttl: float) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="sarcolor-serve-"))  # mode 0700: private to this user
+        self.root.chmod(0o700)
+        self._run = run
+        self.workers = workers
+        self.max_queue = max_queue
+        self.ttl = ttl
+        self.jobs: dict[str, Job] = {}
+        self._pending: set[str] = set()  # folders of uploads still being checked, not yet jobs
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sarcolor-job")
+        self._stop = threading.Event()
+        self._janitor: threading.Thread | None = None
+        # The folder goes even if the app is never shut down cleanly (tests, Ctrl-C before start-up).
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.root), True)
+
+    def new_folder(self) -> tuple[str, Path]:
+        job_id = secrets.token_urlsafe(16)  # unguessable: a job id is the only key to someone's image
+        folder = self.root / job_id
+        folder.mkdir(mode=0o700)
+        self._pending.add(job_id)
+        return job_id, folder
+
+    def discard(self, job_id: str, folder: Path) -> None:
+        """Forget an upload that was refused before it became a job, and delete its files now."""
+        self._pending.discard(job_id)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def active(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
+
+    def queue_position(self, job: Job) -> int:
+        """How many queued jobs were submitted before this one (0 when running or next)."""
+        if job.status != "queued":
+            return 0
+        return sum(1 for j in self.jobs.values() if j.status == "queued" and j.created < job.created)
+
+    def submit(self, job: Job) -> Job:
+        """Queue a job; when the queue is full its files are deleted and ApiError 503 is raised."""
+        with self._lock:
+            if self.active() >= self.workers + self.max_queue:
+                busy = self.active()
+                self.discard(job.id, job.folder)
+                raise ApiError(503, f"server busy: {busy} jobs are queued or running; retry later")
+            self.jobs[job.id] = job
+            self._pending.discard(job.id)
+            job.future = self._pool.submit(self._guarded, job)
+        return job
+
+    def _guarded(self, job: Job) -> None:
+        job.status, job.started = "running", time.time()
+        try:
+            self._run(job)
+            job.progress, job.status = 1.0, "done"
+        except ApiError as exc:
+            job.error, job.error_status, job.status = exc.message, exc.status, "failed"
+        except Exception as exc:  # a bug: log it whole, tell the client one line
+            if self._stop.is_set():  # shutting down: its folder was deleted under it, nothing to report
+                job.error, job.error_status, job.status = "server shut down", 503, "failed"
+                return
+            log.exception("job %s failed", job.id)
+            job.error, job.error_status, job.status = f"internal error ({exc.__class__.__name__})", 500, "failed"
+        finally:
+            job.finished = time.time()
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)  # a dict lookup: the id never becomes a path unless it is ours
+        if job is None:
+            raise ApiError(404, "no such job (unknown id, or its files expired and were deleted)")
+        return job
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete finished jobs older than ttl, and any stray folder; returns how many jobs went."""
+        now = time.time() if now is None else now
+        with self._lock:
+            expired = [j for j in self.jobs.values() if j.finished is not None and now - j.finished >= self.ttl]
+            for job in expired:
+                del self.jobs[job.id]
+        for job in expired:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        for folder in self.root.iterdir():  # strays (e.g. left by a crash) get the same ttl
+            if folder.name not in self.jobs and folder.name not in self._pending:
+                try:
+                    if now - folder.stat().st_mtime >= self.ttl:
+                        shutil.rmtree(folder, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+        return len(expired)
+
+    def start(self) -> None:
+        if self._janitor is None:
+            interval = min(max(self.ttl / 4, 0.2), 60.0)
+            self._janitor = threading.Thread(target=self._janitor_loop, args=(interval,), daemon=True,
+                                             name="sarcolor-janitor")
+            self._janitor.start()
+
+    def _janitor_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.sweep()
+            except Exception:  # the janitor must outlive a surprise (e.g. a folder deleted by hand)
+                log.exception("janitor sweep failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._finalizer()
+
+
+# --------------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class ServerConfig:
+    max_upload_bytes: int
+    max_pixels: int
+    workers: int
+    ttl: float
+    sync_max_pixels: int
+    preview_max: int
+    max_queue: int
+    device: str
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a POST body over the limit, by declared length or by bytes received."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            # Answer without reading the body: nothing of it is stored.
+            resp = JSONResponse({"detail": _too_large_msg(self.limit)}, status_code=413,
+                                headers={"Connection": "close"})
+            return await resp(scope, receive, send)
+        seen = 0
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # FastAPI re-raises HTTPException from body parsing as is, so this becomes a JSON 413.
+                    raise StarletteHTTPException(413, _too_large_msg(self.limit))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _too_large_msg(limit: int) -> str:
+    return f"upload is over the size limit of {(limit - _MULTIPART_SLACK) / 2**20:.1f} MB"
+
+
+def _progress_callback(job: Job) -> Callable[..., None]:
+    """Adapt the engine's progress reports, (done, total) or a fraction, to job.progress in [0, 0.95]."""
+
+    def report(*args: Any, **_: Any) -> None:
+        try:
+            if len(args) >= 2 and args[1]:
+                frac = float(args[0]) / float(args[1])
+            elif len(args) == 1:
+                frac = float(args[0])
+            else:
+                return
+        except (TypeError, ValueError):
+            return
+        # The last 5% is left for writing previews after the engine returns.
+        job.progress = max(job.progress, min(max(frac, 0.0), 1.0) * 0.95)
+
+    return report
+
+
+def _progress_kwargs(job: Job) -> dict[str, Any]:
+    """``progress=`` for the engine: our callback where it takes one, else nothing (no tqdm bar in a server)."""
+    import inspect
+
+    from .colorize import colorize_file
+
+    annotation = str(inspect.signature(colorize_file).parameters["progress"].annotation)
+    if annotation in ("bool", "<class 'bool'>"):
+        return {"progress": False}  # this engine only draws a tqdm bar: the job reports coarse states
+    return {"progress": _progress_callback(job)}
+
+
+def _engine_error(exc: SarColorError, job: Job) -> ApiError:
+    """The engine's message for a client: our private paths out, CLI wording in API terms; 400 or 422."""
+    text = str(exc)
+    for path in (job.input_path, job.result_tif, job.folder):
+        text = text.replace(str(path), "")
+    text = text.lstrip(": ").replace("--bands", "bands=").strip() or "the image could not be colorized"
+    corrupt = any(w in text for w in ("corrupt", "truncated", "not a readable", "not a supported", "cannot read"))
+    return ApiError(400 if corrupt else 422, text)
+
+
+def _load(model: Any, device: str) -> tuple[Any, Any, str, str]:
+    """(module, config, display name, card) from a shipped name, a path, or a (module, config) pair."""
+    import torch
+
+    from .models import load_model, read_metadata, resolve_model_path
+
+    if isinstance(model, tuple):
+        module, cfg = model
+        name, card = cfg.name, ""
+    else:
+        path = resolve_model_path(model)
+        if not path.exists():
+            raise SarColorError(f"{path}: model file not found (shipped model {model!r} is not installed)")
+        module, cfg = load_model(path, device=device)
+        card = read_metadata(path).get("model_card", "")
+        name = str(model) if not str(model).endswith(".safetensors") else path.stem
+    # The engine switches to channels_last on every call; doing it once here means concurrent jobs
+    # never swap a parameter's storage under each other's feet.
+    module = module.eval().to(device).to(memory_format=torch.channels_last)
+    return module, cfg, name, card
+
+
+def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixels: float = 400e6,
+               workers: int = 1, ttl: float = 3600.0, sync_max_pixels: int = 2048 * 2048,
+               preview_max: int = 4096, max_queue: int = 64, device: str = "auto") -> FastAPI:
+    """Build the FastAPI app. ``model`` is a shipped name, a .safetensors path or a (module, config) pair.
+
+    Images up to ``sync_max_pixels`` are answered with the PNG directly (unless ``?async=1``); larger ones
+    get a job id. ``preview_max`` caps the long side of the images the page displays.
+    """
+    from .colorize import colorize_file
+
+    if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0:
+        raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel and ttl limits, please")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    conf = ServerConfig(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_pixels), workers=workers,
+                        ttl=float(ttl), sync_max_pixels=int(sync_max_pixels), preview_max=int(preview_max),
+                        max_queue=int(max_queue), device=device)
+    module, cfg, model_name, card = _load(model, device)  # once, shared by every job
+
+    def run_job(job: Job) -> None:
+        try:
+            with _gdal_env():
+                colorize_file(job.input_path, job.result_tif, module, cfg, scale=job.scale, bands=job.bands,
+                              **_progress_kwargs(job))
+            write_png(job.result_tif, job.preview_png, conf.preview_max)
+        except SarColorError as exc:
+            raise _engine_error(exc, job) from None
+        except (RasterioError, OSError, ValueError) as exc:
+            raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
+
+    jobs = JobManager(run_job, workers=workers, max_queue=conf.max_queue, ttl=conf.ttl)
+    static = _load_static()
+
+    async def lifespan(_app: FastAPI):
+        jobs.start()
+        yield
+        jobs.close()
+
+    app = FastAPI(title="sarcolor", version=_version(), lifespan=lifespan,
+                  description="Colorize SAR images (PNG, JPEG, GeoTIFF). Small images are answered with the "
+                              "PNG; large scenes, or `?async=1`, with a job to poll.")
+    app.state.jobs = jobs
+    app.state.config = conf
+    app.add_middleware(_BodyLimit, limit=conf.max_upload_bytes + _MULTIPART_SLACK)
+
+    # ---------------- errors: always {"detail": "one clear sentence"} ----------------
+    @app.exception_handler(ApiError)
+    async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:
+            detail = "malformed multipart body; send the image as multipart/form-data in the field 'file'"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        parts = []
+        for e in errors:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
+            if loc == "file" and e.get("type") == "missing":
+                parts.append("no file: send the image as multipart/form-data in the field 'file'")
+            else:
+                parts.append(f"{loc or 'request'}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request",
+                             "errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]},
+                            status_code=422)
+
+    # ---------------- the page ----------------
+    def _static(name: str) -> Response:
+        if name not in static:  # an in-memory table: a URL never becomes a path
+            raise ApiError(404, "not found")
+        body, ctype = static[name]
+        return Response(body, media_type=ctype, headers={"Content-Security-Policy": _PAGE_CSP,
+                                                         "X-Content-Type-Options": "nosniff",
+                                                         "Referrer-Policy": "no-referrer",
+                                                         "Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return _static("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Response:
+        return _static(name)
+
+    # ---------------- info ----------------
+    @app.get("/api/health", summary="Liveness and queue state")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name, "device": conf.device, "active_jobs": jobs.active(),
+                "workers": conf.workers, "max_queue": conf.max_queue}
+
+    @app.get("/api/model", summary="The loaded model: name, configuration, card and server limits")
+    async def model_info() -> dict:
+        from dataclasses import asdict
+
+        from .models import count_params
+
+        return {"name": model_name, "arch": cfg.arch, "parameters": count_params(module), "device": conf.device,
+                "polarisation": cfg.polarisation, "config": asdict(cfg), "card": card,
+                "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
+                           "sync_max_pixels": conf.sync_max_pixels, "preview_max": conf.preview_max,
+                           "ttl_s": conf.ttl, "formats": ["png", "jpeg", "tiff"]}}
+
+    # ---------------- colorize ----------------
+    def _status(job: Job) -> dict:
+        base = f"/api/jobs/{job.id}"
+        out = {"id": job.id, "status": job.status, "progress": round(job.progress, 4),
+               "queue_position": jobs.queue_position(job), "width": job.info.width, "height": job.info.height,
+               "bands": job.info.bands, "input_type": job.info.kind, "georeferenced": job.info.georeferenced,
+               "model": model_name, "error": job.error, "error_status": job.error_status,
+               "expires_in_s": None if job.finished is None else max(0.0, job.finished + conf.ttl - time.time()),
+               "links": {"self": base, "input_preview": f"{base}/input.png"}}
+        if job.status == "done":
+            out["links"].update(preview=f"{base}/preview.png", png=f"{base}/result?format=png",
+                                tif=f"{base}/result?format=tif")
+        return out
+
+    def _store_upload(upload: UploadFile) -> tuple[str, Path, str]:
+        """Copy the spooled upload into a fresh private folder; returns (job id, folder, kind)."""
+        upload.file.seek(0)
+        head = upload.file.read(16)
+        if not head:
+            raise ApiError(400, "the file is empty")
+        kind = sniff(head)
+        if kind is None:
+            raise ApiError(415, "unsupported file type: send a PNG, JPEG or (Geo)TIFF image")
+        job_id, folder = jobs.new_folder()
+        try:
+            upload.file.seek(0)
+            size = 0
+            with open(folder / f"input{_EXT[kind]}", "wb") as out:
+                while chunk := upload.file.read(1 << 20):
+                    size += len(chunk)
+                    if size > conf.max_upload_bytes:  # the body limit allows for multipart overhead
+                        raise ApiError(413, _too_large_msg(conf.max_upload_bytes + _MULTIPART_SLACK))
+                    out.write(chunk)
+        except BaseException:
+            jobs.discard(job_id, folder)
+            raise
+        return job_id, folder, kind
+
+    def _prepare(upload: UploadFile, scale: str, bands: str | None) -> Job:
+        from .cli import _parse_bands
+
+        try:
+            band_list = _parse_bands(bands)
+        except SarColorError as exc:
+            raise ApiError(422, str(exc)) from None
+        job_id, folder, kind = _store_upload(upload)
+        try:
+            info = inspect_image(folder / f"input{_EXT[kind]}", kind, conf.max_pixels)
+            if band_list and max(band_list) > info.bands:
+                raise ApiError(422, f"bands={bands}: the image has {info.bands} band(s)")
+        except BaseException:
+            jobs.discard(job_id, folder)
+            raise
+        return Job(id=job_id, folder=folder, info=info, stem=safe_stem(upload.filename), scale=scale,
+                   bands=band_list)
+
+    @app.post("/api/colorize", summary="Colorize a SAR image (PNG, JPEG or GeoTIFF)",
+              response_class=Response, status_code=200,
+              responses={200: {"content": {"image/png": {}}, "description": "the colorized image (small inputs)"},
+                         202: {"description": "a job to poll at /api/jobs/{id} (large scenes or ?async=1)"},
+                         400: {"description": "corrupt image"}, 413: {"description": "over size/pixel limit"},
+                         415: {"description": "not a PNG, JPEG or TIFF"}, 422: {"description": "bad request"},
+                         503: {"description": "queue full; retry later"}})
+    async def colorize_endpoint(
+        file: UploadFile = File(..., description="the SAR image: PNG, JPEG or (Geo)TIFF"),
+        async_: bool = Query(False, alias="async", description="always answer 202 with a job id"),
+        scale: Literal[SCALES] = Query("auto", description="how the SAR values are scaled"),  # type: ignore[valid-type]
+        bands: str | None = Query(None, description="1-based band(s): one, or two as VV,VH",
+                                  max_length=16),
+    ) -> Response:
+        job = await run_in_threadpool(_prepare, file, scale, bands)
+        jobs.submit(job)  # 503 when the queue is full
+        if async_ or job.info.width * job.info.height > conf.sync_max_pixels:
+            return JSONResponse(_status(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+        assert job.future is not None
+        await asyncio.wrap_future(job.future)
+        if job.status != "done":
+            raise ApiError(job.error_status or 500, job.error or "failed")
+        path = await run_in_threadpool(_result_png, job)
+        return FileResponse(path, media_type="image/png", filename=f"{job.stem}_sarcolor.png",
+                            headers={"X-Job-Id": job.id}, content_disposition_type="inline")
+
+    def _result_png(job: Job) -> Path:
+        """The full-resolution PNG, made on first request (the preview already is it for normal sizes)."""
+        if max(job.info.width, job.info.height) <= conf.preview_max:
+            return job.preview_png
+        with job.lock:
+            if not job.result_png.exists():
+                tmp = job.folder / "result.part.png"
+                write_png(job.result_tif, tmp)
+                tmp.replace(job.result_png)
+        return job.result_png
+
+    @app.get("/api/jobs/{job_id}", summary="Job status, progress and result links")
+    async def job_status(job_id: str) -> dict:
+        return _status(jobs.get(job_id))
+
+    def _done(job_id: str) -> Job:
+        job = jobs.get(job_id)
+        if job.status == "failed":
+            raise ApiError(job.error_status or 500, job.error or "failed")
+        if job.status != "done":
+            raise ApiError(409, f"job is {job.status}; poll /api/jobs/{job.id} until it is done")
+        return job
+
+    @app.get("/api/jobs/{job_id}/result", summary="Download the result as PNG or GeoTIFF",
+             response_class=FileResponse,
+             responses={200: {"content": {"image/png": {}, "image/tiff": {}}}})
+    async def job_result(job_id: str, format: Literal["png", "tif"] = Query("png")) -> FileResponse:
+        job = _done(job_id)
+        if format == "tif":
+            return FileResponse(job.result_tif, media_type="image/tiff", filename=f"{job.stem}_sarcolor.tif")
+        path = await run_in_threadpool(_result_png, job)
+        return FileResponse(path, media_type="image/png", filename=f"{job.stem}_sarcolor.png")
+
+    @app.get("/api/jobs/{job_id}/preview.png", summary="The result, sized for display",
+             response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+    async def job_preview(job_id: str) -> FileResponse:
+        return FileResponse(_done(job_id).preview_png, media_type="image/png")
+
+    def _input_preview(job: Job) -> Path:
+        with job.lock:
+            if not job.input_preview.exists():
+                tmp = job.folder / "input_preview.part.png"
+                write_input_preview(job.input_path, tmp, bands=job.bands, polarisation=cfg.polarisation,
+                                    max_side=conf.preview_max)
+                tmp.replace(job.input_preview)
+        return job.input_preview
+
+    @app.get("/api/jobs/{job_id}/input.png", summary="The uploaded SAR image as a grey PNG, sized for display",
+             response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+    async def job_input(job_id: str) -> FileResponse:
+        job = jobs.get(job_id)
+        try:
+            path = await run_in_threadpool(_input_preview, job)
+        except SarColorError as exc:
+            raise _engine_error(exc, job) from None
+        except (RasterioError, OSError, ValueError) as exc:
+            raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
+        return FileResponse(path, media_type="image/png")
+
+    return app
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    """The page's files, read once into memory from package data."""
+    out: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("sarcolor") / "static"
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+            if entry.is_file() and suffix in _STATIC_TYPES:
+                out[entry.name] = (entry.read_bytes(), _STATIC_TYPES[suffix])
+    return out
+
+
+def _version() -> str:
+    from .cli import _version as v
+
+    return v()
+
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def serve(args: Any) -> int:
+    """Run the app with uvicorn (``sarcolor serve``); returns the exit code."""
+    import uvicorn
+    from PIL import Image
+
+    if args.host not in _LOOPBACK:
+        log.warning("listening on %s: the API has no authentication; anyone who can reach this port can use it",
+                    args.host)
+    # Process-wide, so set here and not in create_app: PIL refuses (DecompressionBombError) beyond twice this.
+    Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
+    app = create_app(model=args.model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+                     workers=args.workers, ttl=args.ttl)
+    log.info("serving on http://%s:%d/ (API docs at /docs)",
+             f"[{args.host}]" if ":" in args.host else args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
