@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default="default", help="shipped model name or .safetensors file (default: default)")
     c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
+    c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
     c.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
                    help="output format for folder input (default: .tif)")
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
         return colorize_paths(args.input, args.output, model=args.model, scale=args.scale,
                               bands=_parse_bands(args.bands), device=args.device, out_ext=args.out_ext,
-                              tta=args.tta, overwrite=args.overwrite, quiet=args.quiet)
+                              tta=args.tta, overwrite=args.overwrite, quiet=args.quiet, nodata=args.nodata)
     if args.command == "train":
         from .train import train_from_cli
 

@@ -49,8 +49,10 @@ _EQUAL_TOL = 0.02  # 3 bands count as grey when 99% of pixel differences are wit
 
 def gdal_env(**options: Any) -> rasterio.Env:
     """The GDAL settings for sarcolor's reads and writes."""
-    # A truncated JPEG is only a libjpeg *warning* (GDAL fills the rest with grey): make it an error.
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE", **options)
+    # A truncated JPEG is only a libjpeg *warning* (GDAL fills the rest with grey), and GDAL's whole-image
+    # PNG fast path decodes a truncated PNG without any error: make both fail loudly.
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE",
+                        GDAL_PNG_WHOLE_IMAGE_OPTIM="NO", **options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,9 +213,10 @@ class RasterSource:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 return fn()
         except RasterioError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            raise SarColorError(f"{self.name}: cannot read pixels ({what}): file truncated or corrupt? "
-                                f"[{first}]") from None
+            # rasterio's own message says "see previous exception": GDAL's reason is the cause.
+            why = str(exc.__cause__ or exc).splitlines()[0].removeprefix(f"{self.ds.name}, ")
+            raise SarColorError(f"{self.name}: cannot read pixels ({what}); is the file truncated or corrupt? "
+                                f"[{why}]") from None
 
     def _valid(self, data: np.ndarray, window: Window | None,
                out_shape: tuple[int, int] | None) -> np.ndarray:
@@ -365,9 +368,9 @@ def output_driver(path: str | Path) -> str:
 def check_output(src: str | Path | None, dst: str | Path) -> Path:
     """Validate an output path before any work: known format, existing folder, not the input itself."""
     dst = Path(dst)
-    output_driver(dst)
     if dst.is_dir():
         raise SarColorError(f"{dst}: is a directory, expected an output file name")
+    output_driver(dst)
     parent = dst.parent
     if not parent.is_dir():
         raise SarColorError(f"{dst}: output folder {str(parent)!r} does not exist")

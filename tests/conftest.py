@@ -1,0 +1,39 @@
+"""Shared pytest fixtures. Image generators live in tests/fixtures.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sarcolor.models import ModelConfig, SarColorNet, save_model
+
+# ../shared/data next to the repository (read-only real data; tests that need it skip where it is absent).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_config(**kw: object) -> ModelConfig:
+    """A model small enough for tests (multiple 4), with small tiles so small images still have several."""
+    base = dict(width=8, enc_depths=(1, 1), tile=64, overlap=16, name="tiny-test")
+    base.update(kw)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+def make_tiny(seed: int = 0, **kw: object) -> tuple[SarColorNet, ModelConfig]:
+    torch.manual_seed(seed)
+    cfg = tiny_config(**kw)
+    return SarColorNet(cfg).eval(), cfg
+
+
+@pytest.fixture(scope="session")
+def tiny() -> tuple[SarColorNet, ModelConfig]:
+    """A randomly initialised tiny SarColorNet and its config (do not mutate)."""
+    return make_tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, tiny: tuple[SarColorNet, ModelConfig]) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(path, *tiny)
+    return path
