@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import metrics
-from .data import PairRef, build_splits, load_config, read_pair
+from .data import PairRef, build_splits, load_config, raster_size, read_pair
 from .errors import SarColorError
 from .preprocess import scene_stats, to_db
 
@@ -286,27 +285,15 @@ def select_pairs(config: str | None, data: str | None, split: str | None) -> Sel
 
 def check_sizes(pairs: Sequence[PairRef]) -> None:
     """Fail before any inference if a pair's SAR and optical differ in size (reads headers only)."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
     for ref in pairs:
-        sizes = []
-        for path in (ref.sar, ref.opt):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG pairs have no CRS
-                    with rasterio.open(path) as ds:
-                        sizes.append((ds.height, ds.width))
-            except RasterioIOError as exc:
-                raise SarColorError(f"{ref.name}: cannot read {path} ({str(exc).splitlines()[0]})") from None
-        (sh, sw), (oh, ow) = sizes
+        (sh, sw), (oh, ow) = raster_size(ref.sar), raster_size(ref.opt)
         if (sh, sw) != (oh, ow):
             raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {sw}x{sh} but optical "
                                 f"{ref.opt.name} is {ow}x{oh} (width x height); fix or remove the pair, "
                                 "nothing was scored")
         if ref.window:
             r, c, h, w = ref.window
-            if r + h > sh or c + w > sw:
+            if r < 0 or c < 0 or r + h > sh or c + w > sw:
                 raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {sw}x{sh} image")
 
 

@@ -166,11 +166,13 @@ def ab_wasserstein(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None
     return _ab_wasserstein(_lab(pred), _lab(truth), valid)
 
 
-def _ab_wasserstein(lab_p: np.ndarray, lab_t: np.ndarray, valid: np.ndarray) -> float:
+def _ab_wasserstein(lab_p: np.ndarray, lab_t: np.ndarray, valid: np.ndarray,
+                    sorted_t: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     if not valid.any():
         return math.nan
-    return 0.5 * (wasserstein_1d(lab_p[..., 1][valid], lab_t[..., 1][valid])
-                  + wasserstein_1d(lab_p[..., 2][valid], lab_t[..., 2][valid]))
+    ta, tb = sorted_t or (np.sort(lab_t[..., 1][valid]), np.sort(lab_t[..., 2][valid]))
+    pa, pb = np.sort(lab_p[..., 1][valid]), np.sort(lab_p[..., 2][valid])
+    return 0.5 * (float(np.mean(np.abs(pa - ta))) + float(np.mean(np.abs(pb - tb))))
 
 
 def grey_rgb(sar_grey: np.ndarray) -> np.ndarray:
@@ -199,6 +201,7 @@ class Reference:
     valid: np.ndarray  # (H, W) bool
     lab: np.ndarray  # Lab of the truth
     grey_lab: np.ndarray  # Lab of the SAR as grey RGB
+    sorted_ab: tuple[np.ndarray, np.ndarray] | None = None  # the truth's sorted valid a*, b* (Wasserstein)
 
 
 def prepare(truth: np.ndarray, sar_grey: np.ndarray, valid: np.ndarray | None = None) -> Reference:
@@ -206,7 +209,9 @@ def prepare(truth: np.ndarray, sar_grey: np.ndarray, valid: np.ndarray | None = 
     valid = _check(truth, truth, valid)
     if sar_grey.shape != truth.shape[:2]:
         raise SarColorError(f"SAR {sar_grey.shape} and truth {truth.shape[:2]} differ in size")
-    return Reference(truth, valid, _lab(truth), _lab(grey_rgb(sar_grey)))
+    lab = _lab(truth)
+    sorted_ab = (np.sort(lab[..., 1][valid]), np.sort(lab[..., 2][valid]))
+    return Reference(truth, valid, lab, _lab(grey_rgb(sar_grey)), sorted_ab)
 
 
 def score(pred: np.ndarray, ref: Reference) -> tuple[dict[str, float], np.ndarray]:
@@ -226,7 +231,7 @@ def score(pred: np.ndarray, ref: Reference) -> tuple[dict[str, float], np.ndarra
         "ciede2000": de_truth,
         "sam": sam(pred, ref.truth, valid),
         "chroma_ratio": _chroma_ratio(lab_p, ref.lab, valid),
-        "ab_wasserstein": _ab_wasserstein(lab_p, ref.lab, valid),
+        "ab_wasserstein": _ab_wasserstein(lab_p, ref.lab, valid, ref.sorted_ab),
         "identity_collapse": collapse,
     }
     return out, de

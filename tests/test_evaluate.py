@@ -17,7 +17,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from sarcolor import evaluate as ev
 from sarcolor import metrics
 from sarcolor.cli import main
-from sarcolor.data import build_splits, read_pair
+from sarcolor.data import build_splits, read_pair, write_split
 from sarcolor.errors import SarColorError
 
 SIZE = 32
@@ -214,6 +214,10 @@ def test_config_split_and_baseline_training_pairs(tmp_path):
     split.write_text(json.dumps({"data": {"train": ["d/a"], "val": ["d/b", "d/c"]}}))
     sel = ev.select_pairs(str(cfg), None, str(split))
     assert [p.name for p in sel.pairs] == ["d/b", "d/c"] and [p.name for p in sel.train] == ["d/a"]
+    run_split = tmp_path / "run_split.json"  # a training run's split.json, part chosen after a colon
+    write_split({"train": [sel.train[0]], "val": sel.pairs[1:]}, run_split)
+    sel = ev.select_pairs(str(cfg), None, f"{run_split}:val")
+    assert [p.name for p in sel.pairs] == ["d/c"] and [p.name for p in sel.train] == ["d/a"]
     with pytest.raises(SarColorError, match="not a split"):
         ev.select_pairs(str(cfg), None, "nope")
     with pytest.raises(SarColorError, match="either --config"):
@@ -236,18 +240,22 @@ def test_nodata_in_a_geotiff_sar_is_excluded(tmp_path):
     assert not (tmp_path / "r" / "contact_sheet.png").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
+def save_tiny_model(path: Path, tile: int) -> Path:
     """A small random sarcolornet saved as a model file (inference only needs some weights)."""
     import torch
 
     from sarcolor.models import ModelConfig, build_model, save_model
 
-    cfg = ModelConfig(width=8, enc_depths=(1, 1), tile=32, overlap=8, name="tiny")
+    cfg = ModelConfig(width=8, enc_depths=(1, 1), tile=tile, overlap=tile // 4, name="tiny")
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(path, build_model(cfg), cfg)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """32-px tiles: the synthetic 40x48 scenes go through several overlapping tiles."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", tile=32)
 
 
 def test_cli_scores_models_and_checkpoint_folders(tmp_path, tiny_model, capsys):
@@ -290,3 +298,34 @@ def test_checkpoint_folder_without_model_file(tmp_path):
 def test_parse_samples():
     assert ev.parse_samples("4") == 4
     assert ev.parse_samples("001, 017") == ["001", "017"]
+
+
+# ------------------------------------------------------------------------------------------ real data
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_volkov_report(tmp_path):
+    """A short real run: 3 volkov_s1s2 pairs scored, baselines fitted on 6 others, the shipped default model
+    when installed (else a small random one: only the report's mechanics are checked)."""
+    root = DATA / "volkov_s1s2"
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (../shared/data next to the repo)")
+    from sarcolor.models import SHIPPED
+
+    sel = ev.select_pairs(None, str(root), None)
+    assert len(sel.pairs) == 80
+    model = "default" if SHIPPED["default"].is_file() else str(save_tiny_model(tmp_path / "tiny.safetensors", 512))
+    preds = [*ev.load_runners([model], "cpu"), *ev.fit_baselines(sel.pairs[10:16], quiet=True)]
+    out = tmp_path / "report"
+    report = ev.run_evaluation(sel.pairs[:3], preds, out, samples=2, heatmaps=True, quiet=True)
+    assert len(report.rows) == 3 * 3
+    for name, vals in report.summary.items():
+        assert vals["count"] == 3
+        assert all(math.isfinite(vals[k]) for k in metrics.METRICS), name
+        assert 0 < vals["ciede2000"] < 100 and -1 <= vals["ssim"] <= 1 and 0 <= vals["sam"] <= 90
+    assert report.summary["mean-colour"]["chroma_ratio"] < report.summary["intensity-lookup"]["chroma_ratio"] * 3
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size == ev.sheet_layout(2, 5)[0]
+    assert len(list((out / "heatmaps").iterdir())) == 9
