@@ -433,35 +433,14 @@ def _too_large_msg(limit: int) -> str:
     return f"upload is over the size limit of {(limit - _MULTIPART_SLACK) / 2**20:.1f} MB"
 
 
-def _progress_callback(job: Job) -> Callable[..., None]:
-    """Adapt the engine's progress reports, (done, total) or a fraction, to job.progress in [0, 0.95]."""
+def _progress_callback(job: Job) -> Callable[[int, int], None]:
+    """The engine reports (tiles done, tiles total); job.progress goes 0 -> 0.95, the rest is previews."""
 
-    def report(*args: Any, **_: Any) -> None:
-        try:
-            if len(args) >= 2 and args[1]:
-                frac = float(args[0]) / float(args[1])
-            elif len(args) == 1:
-                frac = float(args[0])
-            else:
-                return
-        except (TypeError, ValueError):
-            return
-        # The last 5% is left for writing previews after the engine returns.
-        job.progress = max(job.progress, min(max(frac, 0.0), 1.0) * 0.95)
+    def report(done: int, total: int) -> None:
+        if total > 0:
+            job.progress = max(job.progress, min(done / total, 1.0) * 0.95)
 
     return report
-
-
-def _progress_kwargs(job: Job) -> dict[str, Any]:
-    """``progress=`` for the engine: our callback where it takes one, else nothing (no tqdm bar in a server)."""
-    import inspect
-
-    from .colorize import colorize_file
-
-    annotation = str(inspect.signature(colorize_file).parameters["progress"].annotation)
-    if annotation in ("bool", "<class 'bool'>"):
-        return {"progress": False}  # this engine only draws a tqdm bar: the job reports coarse states
-    return {"progress": _progress_callback(job)}
 
 
 def _engine_error(exc: SarColorError, job: Job) -> ApiError:
@@ -521,7 +500,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         try:
             with _gdal_env():
                 colorize_file(job.input_path, job.result_tif, module, cfg, scale=job.scale, bands=job.bands,
-                              **_progress_kwargs(job))
+                              progress=_progress_callback(job))
             write_png(job.result_tif, job.preview_png, conf.preview_max)
         except SarColorError as exc:
             raise _engine_error(exc, job) from None

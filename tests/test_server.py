@@ -174,6 +174,31 @@ def test_large_scene_gets_a_job(client: TestClient) -> None:
     assert png_size(client.get(job["links"]["png"]).content) == (100, 120)
 
 
+def test_progress_follows_the_engine(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sarcolor.server as server
+
+    calls: list[tuple[int, int]] = []
+    real = server._progress_callback
+
+    def spy(job):
+        report = real(job)
+
+        def both(done: int, total: int) -> None:
+            calls.append((done, total))
+            report(done, total)
+            assert 0 < job.progress <= 0.95
+
+        return both
+
+    monkeypatch.setattr(server, "_progress_callback", spy)
+    with TestClient(make_app(tiny_model)) as c:
+        r = post(c, png_bytes(grey(150, 150)), query="?async=1")  # 64-px tiles: a 3 x 3 grid
+        job = wait_done(c, r.json()["id"])
+    assert job["status"] == "done" and job["progress"] == 1.0
+    assert calls and calls[-1][0] == calls[-1][1] > 1
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
 def test_scale_and_bands_options(client: TestClient, tmp_path: Path) -> None:
     data, _ = geotiff_bytes(tmp_path)
     r = post(client, data, name="s1.tif", ctype="image/tiff", query="?scale=db&bands=1,2")
@@ -408,3 +433,24 @@ def test_bad_settings_are_refused(tiny_model: Path) -> None:
         make_app(tiny_model, workers=0)
     with pytest.raises(SarColorError, match="not found"):
         make_app(tiny_model.with_name("missing.safetensors"))
+
+
+def test_cli_serve_binds_loopback_by_default(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from sarcolor.cli import main
+
+    seen: dict = {}
+
+    def fake_run(app, **kw) -> None:
+        seen.update(kw, app=app)
+        with TestClient(app) as c:  # the app the CLI built really serves
+            seen["health"] = c.get("/api/health").json()
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # serve() sets it process-wide
+    assert main(["serve", "--model", str(tiny_model), "--port", "8123", "--max-pixels", "1e6", "--ttl", "5"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert seen["health"]["status"] == "ok" and seen["health"]["model"] == "tiny"
+    assert Image.MAX_IMAGE_PIXELS == 1_000_000
+    assert seen["app"].state.config.ttl == 5.0

@@ -95,7 +95,9 @@ def test_page_colorizes_an_upload(server_url: str, sar_png: tuple[Path, int, int
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 768})  # a laptop screen
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            # The one expected console error is the 415 of the wrong-type upload at the end.
+            page.on("console", lambda msg: errors.append(msg.text)
+                    if msg.type == "error" and "415" not in msg.text else None)
             page.goto(server_url + "/")
             page.wait_for_function("() => document.getElementById('model-name').textContent !== 'loading…'")
             assert page.get_by_label("Choose image…").count() == 1  # the picker has a label
@@ -133,7 +135,16 @@ def test_page_colorizes_an_upload(server_url: str, sar_png: tuple[Path, int, int
             assert page.text_content("#zoom-level") == before
 
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.mouse.move(0, 0)  # no hover or focus ring on a button in the README picture
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
             page.screenshot(path=str(SCREENSHOT))
+
+            # A file of the wrong type: the server's message is shown in the alert region.
+            page.set_input_files("#file-input", files=[{"name": "notes.png", "mimeType": "image/png",
+                                                         "buffer": b"GIF89a not really a png"}])
+            alert = page.get_by_role("alert")
+            alert.wait_for(state="visible")
+            assert "unsupported file type" in alert.text_content().lower()
         finally:
             browser.close()
     assert not errors, errors

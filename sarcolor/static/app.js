@@ -121,6 +121,12 @@ function fail(text) {
   clearTimeout(pollTimer);
   setStatus("Stopped.", 0);
   showError(text);
+  // Do not leave the SAR of a failed job next to the result of an earlier one.
+  const views = $("views");
+  views.dataset.empty = "true";
+  views.dataset.pending = "false";
+  for (const id of ["sar-img", "result-img", "result-side"]) $(id).removeAttribute("src");
+  natW = natH = 0;
 }
 
 async function poll(id) {
