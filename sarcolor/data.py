@@ -1,42 +1,58 @@
 """SAR/optical pair datasets: discovery for the usual layouts, leak-free splits, reading, and training crops.
 
 Layouts (``layout`` in a data source):
-- ``folders``: ``root/<sar_dir>/*`` and ``root/<opt_dir>/*`` matched by file stem (e.g. volkov_s1s2).
-- ``sen12``: SEN1-2 / the Kaggle "Sentinel-1&2 Image Pairs" set: ``root/<terrain>/s1/*_s1_*.png`` with
-  ``root/<terrain>/s2/*_s2_*.png``; optional ``split_file`` (Kaggle ``split.json``).
+- ``folders``: ``root/<sar_dir>/*`` and ``root/<opt_dir>/*`` matched by file stem, any raster format
+  (e.g. volkov_s1s2); optional ``groups_csv`` names each pair's tile/region.
+- ``sen12``: SEN1-2 and the Kaggle "Sentinel-1&2 Image Pairs" set: ``root/<terrain>/s1/*_s1_*.png`` with
+  ``root/<terrain>/s2/*_s2_*.png`` (also SEN1-2's own ``ROIs1970_fall/s1_13/...`` folders); a pair's name is
+  the s1 path relative to the root, so a Kaggle ``split.json`` can be given as ``split_file``.
 - ``scenes``: one folder per large co-registered scene with ``sar.*`` and ``optical.*`` (e.g. sih1733);
   training samples random crops.
-- ``geotiff``: GeoTIFF pairs named ``*S1*.tif`` / ``*S2*.tif`` (Sen1Floods11, SEN12MS): float dB SAR,
-  multi-band optical with ``opt_bands`` (1-based) and reflectance scaling.
+- ``geotiff``: GeoTIFF pairs whose paths differ by an S1/S2 token (Sen1Floods11 ``*_S1Hand.tif`` /
+  ``*_S2Hand.tif``, SEN12MS ``ROIs1158_spring/s1_1/ROIs1158_spring_s1_1_p30.tif`` / ``.../s2_1/..._s2_1_...``,
+  SEN12MS-CR): float dB SAR with 1 or 2 bands, multi-band optical with ``opt_bands`` (1-based) and scaling.
 - ``auto``: picks one of the above from what is in the folder.
 
-Splits are by group (tile, region, scene or a file list), never by random patches of one scene.
+Per-source reading options (any layout): ``sar_band`` (1-based, "VV"=1, "VH"=2, or "auto": band 2 of a
+dual-pol file, else band 1), ``sar_scale`` (auto, db, linear, amplitude, 8bit), ``opt_bands``, ``opt_scale``
+("8bit": stored 8-bit values; "p99": each channel over its 99th percentile, as volkov_s1s2 was made;
+"fixed": value / ``opt_max``, e.g. 3000 for reflectance x 10000), ``exclude`` (glob patterns of relative
+paths to ignore).
+
+Splits are by group (tile, region, scene or a file list), never by random patches of one scene. Problems
+(a file without its partner, sizes that disagree, an unreadable file) raise ``SarColorError``: a pair is
+never dropped silently.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
 import re
-import tomllib
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import warnings
-
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from .errors import SarColorError
-from .preprocess import model_input, scene_stats
+from .preprocess import SCALES, model_input, scene_stats
 
 log = logging.getLogger("sarcolor")
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+OPT_SCALES = ("8bit", "p99", "fixed")
+SOURCE_KEYS = {"root", "layout", "sar_dir", "opt_dir", "groups_csv", "name_column", "group_column", "split_file",
+               "allow_missing", "sar_band", "sar_scale", "opt_bands", "opt_scale", "opt_max", "exclude"}
+# Sen1Floods11 ships label rasters named like its SAR (S1OtsuLabelHand); SEN12MS-CR's cloudy optical has no
+# SAR twin of its own. Neither is a training pair.
+DEFAULT_EXCLUDE = ("*Label*", "*label*", "*cloudy*")
 
 
 @dataclass(frozen=True)
@@ -48,9 +64,11 @@ class PairRef:
     opt: Path
     group: str
     window: tuple[int, int, int, int] | None = None
-    sar_band: int | None = None  # 1-based band to use from a multi-band SAR file (None: the only/grey band)
+    sar_band: int | None = None  # 1-based band of a multi-band SAR file (None: band 2 of dual-pol, else 1)
     opt_bands: tuple[int, ...] = (1, 2, 3)
-    opt_scale: str = "8bit"  # "8bit" (as stored) or "reflectance" (per-channel 99th-percentile stretch)
+    opt_scale: str = "8bit"  # "8bit" (as stored), "p99" (per-channel 99th percentile) or "fixed" (/opt_max)
+    sar_scale: str = "auto"  # how the SAR values are scaled (preprocess.SCALES); auto: 8-bit or detected
+    opt_max: float = 3000.0  # the optical value shown as white with opt_scale "fixed"
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -60,19 +78,67 @@ def load_config(path: str | Path) -> dict:
     if not p.is_file():
         raise SarColorError(f"{p}: config file not found")
     text = p.read_text()
-    if p.suffix == ".toml":
-        return tomllib.loads(text)
-    import yaml
+    try:
+        if p.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            cfg = tomllib.loads(text)
+        else:
+            import yaml
 
-    cfg = yaml.safe_load(text)
+            cfg = yaml.safe_load(text)
+    except Exception as exc:  # a syntax error is the user's to fix: say where, without a traceback
+        raise SarColorError(f"{p}: cannot parse config ({str(exc).splitlines()[0]})") from None
     if not isinstance(cfg, dict):
         raise SarColorError(f"{p}: config must be a mapping")
     return cfg
 
 
+def _read_options(src: dict, layout: str) -> dict:
+    """PairRef reading options of one source, checked, with the layout's defaults."""
+    geo = layout == "geotiff"
+    band = src.get("sar_band", "auto")
+    if isinstance(band, str):
+        named = {"auto": None, "vv": 1, "vh": 2}
+        if band.lower() not in named:
+            raise SarColorError(f"sar_band {band!r}: give a 1-based band number, VV, VH or auto")
+        band = named[band.lower()]
+    if band is not None and int(band) < 1:
+        raise SarColorError(f"sar_band {band}: bands are numbered from 1")
+    opt_bands = tuple(int(b) for b in src.get("opt_bands", (4, 3, 2) if geo else (1, 2, 3)))
+    if len(opt_bands) != 3 or min(opt_bands) < 1:
+        raise SarColorError(f"opt_bands {list(opt_bands)}: give three 1-based bands (red, green, blue)")
+    opt_scale = src.get("opt_scale", "p99" if geo else "8bit")
+    opt_scale = "p99" if opt_scale == "reflectance" else opt_scale  # the name earlier configs used
+    if opt_scale not in OPT_SCALES:
+        raise SarColorError(f"opt_scale {opt_scale!r}: use one of {', '.join(OPT_SCALES)}")
+    sar_scale = src.get("sar_scale", "auto")
+    if sar_scale not in SCALES:
+        raise SarColorError(f"sar_scale {sar_scale!r}: use one of {', '.join(SCALES)}")
+    opt_max = float(src.get("opt_max", 3000.0))
+    if opt_max <= 0:
+        raise SarColorError(f"opt_max {opt_max}: must be positive")
+    return {"sar_band": None if band is None else int(band), "opt_bands": opt_bands, "opt_scale": opt_scale,
+            "sar_scale": sar_scale, "opt_max": opt_max}
+
+
 # ---------------------------------------------------------------------------------------- discovery
 def _images(folder: Path) -> dict[str, Path]:
-    return {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_EXTS}
+    out: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() not in IMAGE_EXTS or f.name.startswith("."):
+            continue
+        if f.stem in out:  # a.png and a.tif: which one is the pair? Let the user decide.
+            raise SarColorError(f"{folder}: two images share the name {f.stem!r} ({out[f.stem].name}, {f.name})")
+        out[f.stem] = f
+    return out
+
+
+def _orphans(root: Path, kind: str, names: list[str]) -> SarColorError:
+    more = f" (and {len(names) - 3} more)" if len(names) > 3 else ""
+    return SarColorError(f"{root}: {len(names)} {kind}, e.g. {', '.join(map(repr, names[:3]))}{more}")
 
 
 def _discover_folders(src: dict, root: Path) -> list[PairRef]:
@@ -81,19 +147,47 @@ def _discover_folders(src: dict, root: Path) -> list[PairRef]:
         if not d.is_dir():
             raise SarColorError(f"{d}: folder not found (layout 'folders' needs {sar_dir.name}/ and {opt_dir.name}/)")
     sars, opts = _images(sar_dir), _images(opt_dir)
-    missing = sorted(set(sars) ^ set(opts))
-    if missing:
-        raise SarColorError(f"{root}: {len(missing)} file(s) without a partner, e.g. {missing[0]!r}")
+    no_opt, no_sar = sorted(set(sars) - set(opts)), sorted(set(opts) - set(sars))
+    if no_opt:
+        raise _orphans(root, f"SAR image(s) in {sar_dir.name}/ without an optical partner in {opt_dir.name}/",
+                       [sars[s].name for s in no_opt])
+    if no_sar:
+        raise _orphans(root, f"optical image(s) in {opt_dir.name}/ without a SAR partner in {sar_dir.name}/",
+                       [opts[s].name for s in no_sar])
     groups: dict[str, str] = {}
     if src.get("groups_csv"):
-        with open(root / src["groups_csv"], newline="") as f:
-            for row in csv.DictReader(f):
-                groups[row[src.get("name_column", "name")]] = row[src.get("group_column", "group")]
-    return [PairRef(name=f"{root.name}/{s}", sar=sars[s], opt=opts[s], group=groups.get(s, s))
+        csv_path = root / src["groups_csv"]
+        if not csv_path.is_file():
+            raise SarColorError(f"{csv_path}: groups_csv not found")
+        name_col, group_col = src.get("name_column", "name"), src.get("group_column", "group")
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            for col in (name_col, group_col):
+                if col not in (reader.fieldnames or []):
+                    raise SarColorError(f"{csv_path}: no column {col!r} (has: {', '.join(reader.fieldnames or [])})")
+            for row in reader:
+                groups[row[name_col]] = row[group_col]
+        ungrouped = sorted(set(sars) - set(groups))
+        if ungrouped:  # they still train, as their own group; a held-out tile would miss them
+            log.warning("%s: %d pair(s) not listed, each is its own group (e.g. %s)", csv_path, len(ungrouped),
+                        ungrouped[0])
+    opts_ = _read_options(src, "folders")
+    return [PairRef(name=f"{root.name}/{s}", sar=sars[s], opt=opts[s], group=groups.get(s, s), **opts_)
             for s in sorted(sars)]
 
 
-_SEN12 = re.compile(r"^(?P<roi>ROIs\d+)_(?P<season>[a-z]+)_s1_(?P<scene>\d+)_p(?P<patch>\d+)$")
+# An S1/S2 token in a path: "s1" (folder), "s1_13", "_s1_", "S1Hand", never the "s1" inside "ROIs1970".
+_TOKEN = re.compile(r"(?<![A-Za-z0-9])([sS])([12])(?![0-9])")
+_SEN12 = re.compile(r"^(?P<roi>ROIs\d+)_(?P<season>[a-z]+)_s[12]_(?P<scene>\d+)_p(?P<patch>\d+)$")
+
+
+def _has_token(name: str, which: str) -> bool:
+    return any(m[2] == which for m in _TOKEN.finditer(name))
+
+
+def _twin(rel: str, to: str) -> str:
+    """The partner's relative path: every S1 token turned into S2 (or back), in folders and file name."""
+    return _TOKEN.sub(lambda m: m[1] + to if m[2] != to else m[0], rel)
 
 
 def sen12_group(stem: str) -> str:
@@ -102,73 +196,92 @@ def sen12_group(stem: str) -> str:
     return f"{m['roi']}_{m['season']}_{m['scene']}" if m else stem
 
 
+def _token_group(stem: str) -> str:
+    """SEN1-2/SEN12MS patch -> its scene; anything else (Sen1Floods11 Spain_7370579_S1Hand) -> its region."""
+    m = _SEN12.match(stem)
+    return f"{m['roi']}_{m['season']}_{m['scene']}" if m else stem.split("_")[0]
+
+
+def _discover_token_pairs(src: dict, root: Path, layout: str, exts: set[str]) -> list[PairRef]:
+    """Pairs whose relative paths differ only by S1 <-> S2 tokens (sen12 and geotiff layouts)."""
+    exclude = list(src.get("exclude", DEFAULT_EXCLUDE))
+    files = {}
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root).as_posix()
+        if f.suffix.lower() in exts and f.is_file() and not any(fnmatch.fnmatchcase(rel, p) for p in exclude):
+            files[rel] = f
+    sar = [r for r in files if _has_token(Path(r).name, "1")]
+    opt = {r for r in files if _has_token(Path(r).name, "2")}
+    no_opt = [r for r in sar if _twin(r, "2") not in opt]
+    if no_opt:
+        raise _orphans(root, "SAR (s1) file(s) without an optical (s2) partner", no_opt)
+    no_sar = sorted(opt - {_twin(r, "2") for r in sar})
+    if no_sar:
+        raise _orphans(root, "optical (s2) file(s) without a SAR (s1) partner", no_sar)
+    opts_ = _read_options(src, layout)
+    return [PairRef(name=r, sar=files[r], opt=files[_twin(r, "2")], group=_token_group(files[r].stem), **opts_)
+            for r in sar]
+
+
 def _discover_sen12(src: dict, root: Path) -> list[PairRef]:
-    pairs, missing = [], []
-    for s1 in sorted(root.glob("*/s1/*")):
-        if s1.suffix.lower() not in IMAGE_EXTS:
-            continue
-        s2 = s1.parent.parent / "s2" / s1.name.replace("_s1_", "_s2_")
-        if not s2.is_file():
-            missing.append(s1)
-            continue
-        rel = s1.relative_to(root).as_posix()
-        pairs.append(PairRef(name=rel, sar=s1, opt=s2, group=sen12_group(s1.stem)))
-    if missing:
-        raise SarColorError(f"{root}: {len(missing)} s1 image(s) without an s2 partner, e.g. {missing[0]}")
-    return pairs
+    return _discover_token_pairs(src, root, "sen12", IMAGE_EXTS)
+
+
+def _discover_geotiff(src: dict, root: Path) -> list[PairRef]:
+    return _discover_token_pairs(src, root, "geotiff", {".tif", ".tiff"})
 
 
 def _discover_scenes(src: dict, root: Path) -> list[PairRef]:
     pairs = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        sar = [f for f in d.iterdir() if f.stem.lower() == "sar" and f.suffix.lower() in IMAGE_EXTS]
-        opt = [f for f in d.iterdir() if f.stem.lower() in ("optical", "opt", "rgb") and f.suffix.lower() in IMAGE_EXTS]
+    opts_ = _read_options(src, "scenes")
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = [f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTS]
+        sar = [f for f in files if f.stem.lower() == "sar"]
+        opt = [f for f in files if f.stem.lower() in ("optical", "opt", "rgb")]
         if len(sar) != 1 or len(opt) != 1:
-            raise SarColorError(f"{d}: expected one sar.* and one optical.* image")
-        pairs.append(PairRef(name=f"{root.name}/{d.name}", sar=sar[0], opt=opt[0], group=d.name))
-    return pairs
-
-
-def _discover_geotiff(src: dict, root: Path) -> list[PairRef]:
-    pairs = []
-    for s1 in sorted(root.rglob("*.tif")):
-        if "S1" not in s1.name and "_s1_" not in s1.name:
-            continue
-        s2 = s1.with_name(s1.name.replace("S1", "S2", 1) if "S1" in s1.name else s1.name.replace("_s1_", "_s2_"))
-        if not s2.is_file():
-            raise SarColorError(f"{s1}: no optical partner {s2.name}")
-        pairs.append(PairRef(name=s1.relative_to(root).as_posix(), sar=s1, opt=s2, group=s1.stem.split("_")[0],
-                             sar_band=src.get("sar_band", 2),
-                             opt_bands=tuple(src.get("opt_bands", (4, 3, 2))), opt_scale="reflectance"))
+            raise SarColorError(f"{d}: expected one sar.* and one optical.* image, found "
+                                f"{[f.name for f in sar + opt] or 'none'}")
+        pairs.append(PairRef(name=f"{root.name}/{d.name}", sar=sar[0], opt=opt[0], group=d.name, **opts_))
     return pairs
 
 
 def detect_layout(root: Path) -> str:
+    """Guess a folder's layout from its structure."""
     if (root / "sar").is_dir() and (root / "opt").is_dir():
         return "folders"
-    if any(root.glob("*/s1")):
-        return "sen12"
     if any(root.glob("*/sar.*")):
         return "scenes"
-    if any(root.rglob("*.tif")):
-        return "geotiff"
-    raise SarColorError(f"{root}: cannot tell the dataset layout (expected sar/+opt/, */s1+*/s2, */sar.*, or *.tif)")
+    s1 = [f for f in root.rglob("*") if f.suffix.lower() in IMAGE_EXTS and _has_token(f.name, "1")]
+    if s1:
+        return "geotiff" if all(f.suffix.lower() in (".tif", ".tiff") for f in s1) else "sen12"
+    raise SarColorError(f"{root}: cannot tell the dataset layout (expected sar/ + opt/, */sar.* + */optical.*, "
+                        "or S1/S2-named pairs such as */s1/*_s1_*.png or *_S1Hand.tif)")
 
 
 _LAYOUTS = {"folders": _discover_folders, "sen12": _discover_sen12, "scenes": _discover_scenes,
             "geotiff": _discover_geotiff}
 
 
+def _resolve(path: str | Path, base: Path | None) -> Path:
+    p = Path(path).expanduser()
+    return (base / p).resolve() if not p.is_absolute() and base is not None else p
+
+
 def discover(src: dict, base: Path | None = None) -> list[PairRef]:
-    """All pairs of one data source ({"root": ..., "layout": ..., ...})."""
-    root = Path(src["root"])
-    if not root.is_absolute() and base is not None:
-        root = (base / root).resolve()
+    """All pairs of one data source ({"root": ..., "layout": ..., ...}); relative roots are under ``base``."""
+    if "root" not in src:
+        raise SarColorError(f"data source {src}: no root")
+    unknown = set(src) - SOURCE_KEYS
+    if unknown:
+        raise SarColorError(f"data source {src['root']}: unknown option(s) {sorted(unknown)}; "
+                            f"known: {', '.join(sorted(SOURCE_KEYS))}")
+    root = _resolve(src["root"], base)
     if not root.is_dir():
         raise SarColorError(f"{root}: dataset folder not found")
     layout = src.get("layout", "auto")
     if layout == "auto":
         layout = detect_layout(root)
+        log.info("%s: layout %s", root, layout)
     if layout not in _LAYOUTS:
         raise SarColorError(f"unknown layout {layout!r}; known: auto, {', '.join(_LAYOUTS)}")
     pairs = _LAYOUTS[layout](src, root)
@@ -179,42 +292,81 @@ def discover(src: dict, base: Path | None = None) -> list[PairRef]:
 
 # ------------------------------------------------------------------------------------------- splits
 def _strip(ref: PairRef, frac: float) -> tuple[PairRef, PairRef]:
-    """Split a scene into a top part (train) and a bottom strip of ``frac`` of its height (held out)."""
-    with rasterio.open(ref.sar) as ds:
-        h, w = ds.height, ds.width
+    """Split a scene into a top part (train) and a bottom strip of ``frac`` of its height (held out).
+    The two windows share no pixel row, so no training crop can overlap the held-out strip."""
+    if not 0 < frac < 1:
+        raise SarColorError(f"scene strip for {ref.group}: fraction {frac} must be between 0 and 1")
+    h, w = raster_size(ref.sar)
     cut = int(round(h * (1 - frac)))
-    top = PairRef(**{**ref.__dict__, "name": f"{ref.name}:top", "window": (0, 0, cut, w)})
-    bottom = PairRef(**{**ref.__dict__, "name": f"{ref.name}:bottom", "window": (cut, 0, h - cut, w)})
+    top = replace(ref, name=f"{ref.name}:top", window=(0, 0, cut, w))
+    bottom = replace(ref, name=f"{ref.name}:bottom", window=(cut, 0, h - cut, w))
     return top, bottom
+
+
+def _split_file_lists(split_path: Path, pairs: list[PairRef], src: dict) -> dict[str, list[PairRef]]:
+    """The pairs of one source as a Kaggle-style split file lists them ({"data": {"train": [...], ...}})."""
+    if not split_path.is_file():
+        raise SarColorError(f"{split_path}: split_file not found")
+    try:
+        raw = json.loads(split_path.read_text())
+        lists = raw.get("data", raw)
+        assert isinstance(lists, dict) and all(isinstance(v, list) for v in lists.values())
+    except (ValueError, AssertionError, AttributeError):
+        raise SarColorError(f"{split_path}: expected {{\"data\": {{\"train\": [names], \"val\": [names]}}}}") from None
+    by_name = {p.name: p for p in pairs}
+    out: dict[str, list[PairRef]] = {}
+    listed: set[str] = set()
+    for part, names in lists.items():
+        part = "val" if part in ("val", "valid", "validation") else part
+        missing = [n for n in names if n not in by_name]
+        if missing and not src.get("allow_missing"):
+            raise _orphans(Path(src["root"]), f"{part} entries of {split_path.name} not found (set allow_missing: "
+                           "true to train on the pairs that are there)", missing)
+        if missing:
+            log.warning("%s: %d of %d %s entries not found under %s", split_path, len(missing), len(names), part,
+                        src["root"])
+        out.setdefault(part, []).extend(by_name[n] for n in names if n in by_name)
+        listed.update(names)
+    unlisted = len(by_name.keys() - listed)
+    if unlisted:
+        log.warning("%s: %d pair(s) under %s are in none of its lists and are not used", split_path, unlisted,
+                    src["root"])
+    shared = {p.group for p in out.get("train", [])} & {p.group for p in out.get("val", [])}
+    if shared:  # the user's list wins, but a patch-level split of overlapping patches inflates val scores
+        log.warning("%s: train and val share %d scene(s) (e.g. %s): a patch-level split; val scores will be "
+                    "optimistic. Hold out whole scenes with data.val.groups for a leak-free estimate.",
+                    split_path, len(shared), sorted(shared)[0])
+    return out
 
 
 def build_splits(data_cfg: dict, base: Path | None = None) -> dict[str, list[PairRef]]:
     """Discover all sources and split them into train / val (/ test) without leaking between them.
 
-    ``data_cfg["val"]`` may hold ``groups`` (whole tiles/regions/scenes held out) and ``scene_strips``
-    ({scene group: fraction}: the bottom strip of a large scene held out, the rest trains). A source may
-    carry a Kaggle-style ``split_file`` ({"data": {"train": [...], "val": [...], "test": [...]}}).
+    ``data_cfg["val"]`` (and ``data_cfg["test"]``) may hold ``groups`` (whole tiles/regions/scenes held out);
+    ``val`` may also hold ``scene_strips`` ({scene group: fraction}: the bottom strip of a large scene held
+    out, the rest trains). A source may carry a Kaggle-style ``split_file`` instead, which is used as is.
     """
     val_cfg = data_cfg.get("val", {}) or {}
-    val_groups = set(val_cfg.get("groups", []))
+    test_cfg = data_cfg.get("test", {}) or {}
+    val_groups, test_groups = set(val_cfg.get("groups", []) or []), set(test_cfg.get("groups", []) or [])
     strips = dict(val_cfg.get("scene_strips", {}) or {})
+    both = val_groups & test_groups
+    if both:
+        raise SarColorError(f"groups {sorted(both)} are in both data.val and data.test")
     splits: dict[str, list[PairRef]] = {"train": [], "val": []}
-    for src in data_cfg.get("sources", []):
+    seen_groups: set[str] = set()
+    ruled: set[str] = set()  # groups placed by our rules: the leak check applies to them
+    sources = data_cfg.get("sources", [])
+    if not sources:
+        raise SarColorError("no data sources configured (data.sources)")
+    for src in sources:
         pairs = discover(src, base)
+        seen_groups.update(p.group for p in pairs)
         if src.get("split_file"):
-            split_path = Path(src["split_file"])
-            if not split_path.is_absolute() and base is not None:
-                split_path = base / split_path
-            lists = json.loads(Path(split_path).read_text())["data"]
-            by_name = {p.name: p for p in pairs}
-            for part, names in lists.items():
-                part = "val" if part in ("val", "valid", "validation") else part
-                found = [by_name[n] for n in names if n in by_name]
-                if len(found) < len(names):
-                    log.warning("%s: %d of %d %s entries not found under %s", split_path, len(names) - len(found),
-                                len(names), part, src["root"])
-                splits.setdefault(part, []).extend(found)
+            for part, refs in _split_file_lists(_resolve(src["split_file"], base), pairs, src).items():
+                splits.setdefault(part, []).extend(refs)
             continue
+        ruled.update(p.group for p in pairs)
         for p in pairs:
             if p.group in strips:
                 top, bottom = _strip(p, float(strips[p.group]))
@@ -222,75 +374,137 @@ def build_splits(data_cfg: dict, base: Path | None = None) -> dict[str, list[Pai
                 splits["val"].append(bottom)
             elif p.group in val_groups:
                 splits["val"].append(p)
+            elif p.group in test_groups:
+                splits.setdefault("test", []).append(p)
             else:
                 splits["train"].append(p)
-    leak = {p.group for p in splits["train"]} & {p.group for p in splits["val"]} - set(strips)
-    if leak:
-        raise SarColorError(f"split leaks groups between train and val: {sorted(leak)[:5]}")
+    unknown = (val_groups | test_groups | set(strips)) - seen_groups
+    if unknown:  # a typo would otherwise silently hold nothing out
+        raise SarColorError(f"held-out group(s) {sorted(unknown)} match no pair; groups are e.g. "
+                            f"{sorted(seen_groups)[:5]}")
+    parts = {k: {p.group for p in v} & ruled for k, v in splits.items()}
+    for a in parts:
+        for b in parts:
+            leak = (parts[a] & parts[b]) - set(strips) if a < b else set()
+            if leak:
+                raise SarColorError(f"split leaks groups between {a} and {b}: {sorted(leak)[:5]}")
     return splits
 
 
 def write_split(splits: dict[str, list[PairRef]], path: Path) -> None:
     """Record which pairs (and windows) went where, next to the checkpoints."""
-    out = {k: [{"name": p.name, "sar": str(p.sar), "opt": str(p.opt), "group": p.group, "window": p.window}
-               for p in v] for k, v in splits.items()}
-    path.write_text(json.dumps(out, indent=1))
+    out = {k: [{"name": p.name, "sar": str(p.sar), "opt": str(p.opt), "group": p.group,
+                "window": list(p.window) if p.window else None} for p in v] for k, v in splits.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _read(path: Path, bands: list[int] | None, window: tuple[int, int, int, int] | None
-          ) -> tuple[np.ndarray, np.ndarray, str]:
+def _env() -> rasterio.Env:
+    # GDAL decodes a truncated PNG (whole-image fast path) or JPEG (a libjpeg warning) without an error and
+    # fills the rest with junk: make both fail, so a damaged file is reported instead of trained on.
+    return rasterio.Env(GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE", GDAL_PNG_WHOLE_IMAGE_OPTIM="NO")
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise SarColorError(f"{path}: file not found")
     try:
-        with warnings.catch_warnings(), rasterio.open(path) as ds:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG training pairs carry no CRS
-            win = Window(window[1], window[0], window[3], window[2]) if window else None
-            idx = bands or list(range(1, ds.count + 1))
-            if max(idx) > ds.count:
-                raise SarColorError(f"{path}: has {ds.count} band(s), asked for band {max(idx)}")
-            arr = ds.read(idx, window=win)
-            mask = ds.read_masks(idx, window=win).min(axis=0) > 0
-            return arr, mask, ds.dtypes[0]
-    except RasterioIOError as exc:
+            return rasterio.open(path)
+    except RasterioError as exc:
         raise SarColorError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+
+
+def raster_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the header."""
+    with _env(), _open(path) as ds:
+        return ds.height, ds.width
+
+
+def _read(ds, path: Path, bands: list[int], window: tuple[int, int, int, int] | None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    if max(bands) > ds.count:
+        raise SarColorError(f"{path}: has {ds.count} band(s), asked for band {max(bands)}")
+    win = Window(window[1], window[0], window[3], window[2]) if window else None
+    try:
+        arr = ds.read(bands, window=win)
+        mask = ds.read_masks(bands, window=win).min(axis=0) > 0
+    except RasterioError as exc:
+        raise SarColorError(f"{path}: cannot read, the file is damaged ({str(exc).splitlines()[0]})") from None
+    return arr, mask
+
+
+def _sar_band(ref: PairRef, count: int) -> int:
+    if ref.sar_band is not None:
+        return ref.sar_band
+    if count == 2:
+        return 2  # dual-pol VV,VH (Sen1Floods11, SEN12MS): the models are trained on VH
+    if count in (1, 3, 4):
+        return 1  # one band, or grey stored as 3 equal bands (+ alpha)
+    raise SarColorError(f"{ref.sar}: {count} bands; choose the SAR band with sar_band")
 
 
 def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """-> sar_raw (H,W) float32, sar_valid (H,W) bool, opt (H,W,3) uint8, opt_valid (H,W) bool, scale."""
-    sar, sar_mask, dtype = _read(ref.sar, [ref.sar_band] if ref.sar_band else None, ref.window)
-    sar = sar[0]  # grey stored as 3 equal bands: the first is the grey
-    opt, opt_mask, _ = _read(ref.opt, list(ref.opt_bands), ref.window)
-    if sar.shape != opt.shape[1:]:
-        raise SarColorError(f"{ref.name}: SAR {sar.shape[1]}x{sar.shape[0]} and optical "
-                            f"{opt.shape[2]}x{opt.shape[1]} differ in size")
+    with _env(), _open(ref.sar) as s, _open(ref.opt) as o:
+        if (s.height, s.width) != (o.height, o.width):
+            raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {s.width}x{s.height} but optical "
+                                f"{ref.opt.name} is {o.width}x{o.height} (width x height)")
+        if ref.window:
+            r, c, h, w = ref.window
+            if r < 0 or c < 0 or r + h > s.height or c + w > s.width:
+                raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {s.width}x{s.height} image")
+        sar, sar_mask = _read(s, ref.sar, [_sar_band(ref, s.count)], ref.window)
+        sar_dtype = np.dtype(s.dtypes[0])
+        opt, opt_mask = _read(o, ref.opt, list(ref.opt_bands), ref.window)
+    sar = sar[0].astype(np.float32)
     sar_valid = sar_mask & np.isfinite(sar)
-    if ref.opt_scale == "reflectance":
+    if ref.opt_scale == "8bit":
+        if opt.dtype != np.uint8:
+            raise SarColorError(f"{ref.opt}: optical is {opt.dtype}, not 8-bit; set opt_scale to p99 or fixed "
+                                "(with opt_max) for this source")
+    else:
         opt = opt.astype(np.float32)
-        ok = opt_mask & np.isfinite(opt).all(0)
+        opt_mask = opt_mask & np.isfinite(opt).all(0)
         rgb = np.zeros(opt.shape, np.uint8)
-        for c in range(3):  # each channel over its 99th percentile, as volkov_s1s2's optical was made
-            p99 = np.percentile(opt[c][ok], 99) if ok.any() else 1.0
-            rgb[c] = np.clip(opt[c] / max(p99, 1e-6) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        opt, opt_mask = rgb, ok
-    opt = np.ascontiguousarray(opt.transpose(1, 2, 0)).astype(np.uint8, copy=False)
-    scale = "8bit" if np.dtype(dtype) == np.uint8 else "auto"
-    return sar.astype(np.float32), sar_valid, opt, opt_mask, scale
+        for c in range(3):
+            if ref.opt_scale == "p99":  # each channel over its 99th percentile, as volkov_s1s2's optical was made
+                top = float(np.percentile(opt[c][opt_mask], 99)) if opt_mask.any() else 1.0
+            else:
+                top = ref.opt_max
+            rgb[c] = np.clip(np.nan_to_num(opt[c]) / max(top, 1e-6) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        opt = rgb
+    opt = np.ascontiguousarray(opt.transpose(1, 2, 0))
+    scale = ref.sar_scale if ref.sar_scale != "auto" else ("8bit" if sar_dtype == np.uint8 else "auto")
+    return sar, sar_valid, opt, opt_mask, scale
 
 
 # ---------------------------------------------------------------------------------- training crops
 class CropDataset(torch.utils.data.Dataset):
     """Random crops of preloaded pairs. Sample ``i`` of epoch ``e`` depends only on (seed, e, i), so a
-    resumed or distributed run sees exactly the same crops in the same order."""
+    resumed or distributed run sees exactly the same crops in the same order.
+
+    Augmentation is geometric only (flips and 90-degree turns, the same for SAR and optical): SAR intensity
+    is a physical measurement, so no colour or brightness jitter is applied to it.
+    """
 
     def __init__(self, refs: list[PairRef], *, crop: int, input_norm: str, in_channels: int,
                  samples_per_epoch: int, seed: int = 0, augment: bool = True) -> None:
         self.crop, self.input_norm, self.in_channels = crop, input_norm, in_channels
         self.samples_per_epoch, self.seed, self.augment, self.epoch = samples_per_epoch, seed, augment, 0
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if not refs:
+            raise SarColorError("no training pairs")
         for ref in refs:
             sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
             if min(sar.shape) < crop:
                 raise SarColorError(f"{ref.name}: {sar.shape[1]}x{sar.shape[0]} is smaller than the crop {crop}")
             valid = sar_valid & opt_valid & (opt.max(axis=2) > 0)  # black optical = no data (scene borders)
+            if not valid.any():
+                raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
             stats = scene_stats(sar, valid, scale)
             x = model_input(np.where(valid, sar, np.median(sar[valid])), stats, input_norm, 1)[0]
             self.items.append((x.astype(np.float16), opt, valid))
@@ -315,7 +529,7 @@ class CropDataset(torch.utils.data.Dataset):
         xs = x[r:r + self.crop, c:c + self.crop].astype(np.float32)
         ys = opt[r:r + self.crop, c:c + self.crop].astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
         vs = v[None].astype(np.float32)
-        if self.augment:  # flips and 90-degree turns, identical for SAR and optical; no colour jitter on SAR
+        if self.augment:  # one draw of (turn, flip) for all three arrays: SAR and optical stay aligned
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             xs, ys, vs = (np.rot90(a, k, axes=(-2, -1)) for a in (xs, ys, vs))
             if flip:

@@ -206,10 +206,9 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         sn = nn.utils.spectral_norm
         c, layers = sar_channels + 3, []
-        for i, o in enumerate((width, width * 2, width * 4)):
+        for o in (width, width * 2, width * 4):
             layers += [sn(nn.Conv2d(c, o, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             c = o
-            del i
         layers.append(sn(nn.Conv2d(c, 1, 3, padding=1)))
         self.net = nn.Sequential(*layers)
 
@@ -269,7 +268,10 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         raise SarColorError(f"{path}: not a readable safetensors model ({exc.__class__.__name__})") from None
     if "sarcolor_config" not in meta:
         raise SarColorError(f"{path}: safetensors file has no sarcolor config; export it with `sarcolor export`")
-    cfg = ModelConfig.from_json(meta["sarcolor_config"])
+    try:
+        cfg = ModelConfig.from_json(meta["sarcolor_config"])
+    except (ValueError, TypeError) as exc:
+        raise SarColorError(f"{path}: its sarcolor config is invalid ({exc})") from None
     model = build_model(cfg)
     try:
         model.load_state_dict(state)

@@ -3,20 +3,24 @@
 One loop serves both objectives: ``loss: sarcolor`` (the default model: L1 + SSIM + Lab + chroma, optional
 spectral-norm PatchGAN) and ``loss: pix2pix`` (the prototype: BCE GAN + 100 L1, Adam 2e-4, betas 0.5/0.999).
 Checkpoints are single safetensors files written atomically; they hold the generator, EMA, discriminator,
-optimiser state, step and RNG state, so ``--resume`` continues exactly. Under ``torchrun`` the loop uses
-DistributedDataParallel (gloo on CPU, nccl on GPU) with a DistributedSampler; only rank 0 writes.
+optimiser state, step and RNG state, so ``--resume`` continues exactly: every random draw of step ``s`` (crops,
+flips, dropout) is derived from (seed, rank, s), never from how many steps this process has run. Under
+``torchrun`` the loop uses DistributedDataParallel (gloo on CPU, nccl on GPU) with a DistributedSampler;
+only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
+import signal
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +33,17 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from . import losses
 from .data import CropDataset, PairRef, build_splits, load_config, read_pair, write_split
 from .errors import SarColorError
-from .models import (ModelConfig, PatchDiscriminator, SeedDiscriminator, build_model, load_model, save_model,
-                     seed_config)
+from .models import (
+    ModelConfig,
+    PatchDiscriminator,
+    SeedDiscriminator,
+    build_model,
+    count_params,
+    load_model,
+    read_metadata,
+    save_model,
+    seed_config,
+)
 from .preprocess import model_input, scene_stats
 
 log = logging.getLogger("sarcolor")
@@ -43,12 +56,18 @@ DEFAULTS: dict = {
     "train": {
         "loss": "sarcolor",  # "sarcolor" or "pix2pix"
         "steps": 10000, "max_minutes": 0,  # max_minutes > 0 stops early at a wall-time budget
-        "batch_size": 8, "crop": 256, "samples_per_epoch": 4000,
+        "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
+        "batch_size": 8, "crop": 256, "samples_per_epoch": 4000, "augment": True,
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
         "ema": 0.999, "gan_weight": 0.0, "threads": 0,
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
     },
 }
+# Settings that change what a run computes; a resume with other values warns (it will not match the run).
+_TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
+               "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
+               "train.betas", "train.ema", "train.gan_weight")
+DIGEST_ENV = "SARCOLOR_RANK_DIGEST"  # a folder: each rank writes rank<N>.json (weights hash, losses) at the end
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -72,19 +91,28 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise SarColorError(f"override {item!r}: {p} is not a section")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SarColorError(f"override {item!r}: cannot parse the value") from None
     return cfg
 
 
 def resolve_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Defaults <- config file <- key=value overrides; relative paths in it are relative to the file."""
     cfg = _merge(DEFAULTS, load_config(path))
     cfg = apply_overrides(cfg, list(overrides))
+    unknown = set(cfg["train"]) - set(DEFAULTS["train"])
+    if unknown:
+        raise SarColorError(f"unknown train option(s) {sorted(unknown)}; known: {', '.join(DEFAULTS['train'])}")
     cfg["_base"] = str(Path(path).resolve().parent)
     return cfg
 
 
 def model_config(cfg: dict) -> ModelConfig:
-    m = dict(cfg.get("model", {}))
+    m = dict(cfg.get("model", {}) or {})
     base = seed_config() if m.get("arch") == "pix2pix-seed" else ModelConfig()
     known = {f.name for f in fields(ModelConfig)}
     bad = set(m) - known
@@ -93,6 +121,13 @@ def model_config(cfg: dict) -> ModelConfig:
     if "enc_depths" in m:
         m["enc_depths"] = tuple(m["enc_depths"])
     return ModelConfig(**{**asdict(base), **m})
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for k in dotted.split("."):
+        node = node.get(k) if isinstance(node, dict) else None
+    return node
 
 
 # -------------------------------------------------------------------------------------- checkpoints
@@ -116,7 +151,8 @@ def _unflat_optimizer(prefix: str, tensors: dict, meta: dict) -> dict:
 
 def save_checkpoint(path: Path, parts: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer],
                     meta: dict) -> None:
-    """Everything needed to resume, in one safetensors file, written to a temp name and renamed."""
+    """Everything needed to resume, in one safetensors file, written to a temp name and renamed, so a kill
+    at any moment leaves either the previous checkpoint or the new one, never half of one."""
     tensors = {}
     for name, mod in parts.items():
         for k, v in mod.state_dict().items():
@@ -124,21 +160,19 @@ def save_checkpoint(path: Path, parts: dict[str, nn.Module], opts: dict[str, tor
     opt_meta = {}
     for name, opt in opts.items():
         t, m = _flat_optimizer(f"opt:{name}", opt)
-        tensors.update({k: v.cpu().contiguous() for k, v in t.items()})
+        tensors.update({k: v.detach().cpu().contiguous() for k, v in t.items()})
         opt_meta[name] = m
     tensors["rng/torch"] = torch.get_rng_state()
     meta = {**meta, "optimizers": opt_meta}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"sarcolor_checkpoint": json.dumps(meta)})
+    save_file(tensors, str(tmp), metadata={"sarcolor_checkpoint": json.dumps(meta, default=str)})
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
-    from safetensors import safe_open
-
+    """-> (tensors, metadata) of a training checkpoint."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["sarcolor_checkpoint"])
+        meta = json.loads(read_metadata(path)["sarcolor_checkpoint"])
         return load_file(str(path)), meta
     except Exception as exc:
         raise SarColorError(f"{path}: not a readable sarcolor checkpoint ({exc.__class__.__name__})") from None
@@ -148,37 +182,88 @@ def _sub(tensors: dict, name: str) -> dict:
     return {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + "/")}
 
 
+def _checkpoint_file(path: str | Path) -> Path:
+    p = Path(path)
+    return p / "checkpoint.safetensors" if p.is_dir() else p
+
+
+def _model_card(mcfg: ModelConfig, meta: dict, n_params: int, log_csv: Path | None) -> str:
+    """A model card stub: what the model is and how it was made; the sections below it are for people."""
+    cfg = meta.get("config", {})
+    sources = [s.get("root") for s in cfg.get("data", {}).get("sources", [])]
+    last_val = ""
+    if log_csv is not None and log_csv.is_file():
+        with open(log_csv, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val_psnr")]
+        if rows:
+            r = rows[-1]
+            last_val = (f"- Validation at step {r['step']} (EMA weights, centre crops of the held-out split): "
+                        f"PSNR {r['val_psnr']} dB, SSIM {r['val_ssim']}, CIEDE2000 {r['val_ciede2000']}\n")
+    public = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    return (f"# {mcfg.name}\n\n"
+            f"- Architecture: {mcfg.arch}, {n_params:,} parameters; input: {mcfg.in_channels} channel(s), "
+            f"normalisation `{mcfg.input_norm}`, polarisation {mcfg.polarisation}; tiles {mcfg.tile} px, "
+            f"overlap {mcfg.overlap} px\n"
+            f"- Training: {meta.get('step')} steps ({meta.get('elapsed_s', 0) / 60:.1f} min), seed {cfg.get('seed')}, "
+            f"loss `{cfg.get('train', {}).get('loss')}`; weights are the EMA of the generator\n"
+            f"- Data: {', '.join(map(str, sources)) or 'unknown'}\n{last_val}"
+            f"- Config: `{json.dumps(public, default=str)}`\n\n"
+            "## Intended use\n\nTODO\n\n## Limitations\n\nTODO (regions, seasons and sensors not in the data)\n")
+
+
 def export_checkpoint(checkpoint: str | Path, output: str | Path) -> None:
     """Write the inference-only model (EMA generator + config + model card stub) as safetensors."""
-    ck = Path(checkpoint)
-    if ck.is_dir():
-        ck = ck / "checkpoint.safetensors"
+    ck = _checkpoint_file(checkpoint)
     if not ck.is_file():
         raise SarColorError(f"{checkpoint}: no checkpoint found")
     out = Path(output)
+    if out.is_dir():
+        raise SarColorError(f"{out}: is a folder; give the output .safetensors file name")
     if not out.parent.is_dir():
         raise SarColorError(f"{out.parent}: output folder does not exist")
     tensors, meta = load_checkpoint(ck)
     mcfg = ModelConfig.from_json(meta["model_config"])
     model = build_model(mcfg)
     model.load_state_dict(_sub(tensors, "ema"))
-    card = (f"# {mcfg.name}\n\nArchitecture: {mcfg.arch}. Trained {meta['step']} steps "
-            f"({meta.get('elapsed_s', 0) / 60:.1f} min), seed {meta['config'].get('seed')}.\n"
-            f"Config: `{json.dumps({k: v for k, v in meta['config'].items() if not k.startswith('_')})}`\n")
-    save_model(out, model, mcfg, card=card)
+    save_model(out, model, mcfg, card=_model_card(mcfg, meta, count_params(model), ck.parent / "log.csv"))
+    log.info("exported %s (step %s) -> %s", ck, meta.get("step"), out)
+
+
+def _load_init(init: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Weights + config to fine-tune from: a shipped name, a model file, a checkpoint file or a run folder."""
+    p = Path(init)
+    if p.is_dir():
+        p = p / "checkpoint.safetensors" if (p / "checkpoint.safetensors").is_file() else p / "model.safetensors"
+    if p.is_file():
+        try:
+            is_ckpt = "sarcolor_checkpoint" in read_metadata(p)
+        except Exception:
+            raise SarColorError(f"--init {init}: not a readable safetensors file") from None
+        if is_ckpt:
+            tensors, meta = load_checkpoint(p)
+            return _sub(tensors, "ema"), ModelConfig.from_json(meta["model_config"])
+    model, mcfg = load_model(init)
+    return model.state_dict(), mcfg
 
 
 # ------------------------------------------------------------------------------------ distributed
 def _dist_setup(device_pref: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
+    if device_pref == "cuda" and not use_cuda:
+        raise SarColorError("--device cuda: no CUDA device available")
     if world > 1:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        rank = dist.get_rank()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        return rank, world, torch.device("cuda") if use_cuda else torch.device("cpu")
+            torch.cuda.set_device(local)  # before the process group, so nccl binds the right GPU
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return dist.get_rank(), world, torch.device("cuda", local) if use_cuda else torch.device("cpu")
     return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of one step on one rank (dropout): the same after a resume, different per rank."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] % (2**63))
 
 
 class _Skip(Sampler):
@@ -196,18 +281,132 @@ class _Skip(Sampler):
         return max(0, len(self.base) - self.skip)
 
 
+# ---------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Generator, its EMA, the optional discriminator, optimisers, and one training step.
+
+    Shared by ``train`` and ``benchmarks/bench_train_speed.py`` so the benchmark times the real step.
+    """
+
+    def __init__(self, mcfg: ModelConfig, tc: dict, device: torch.device, *,
+                 gen_state: dict[str, torch.Tensor] | None = None) -> None:
+        if tc["loss"] not in ("sarcolor", "pix2pix"):
+            raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor or pix2pix")
+        self.mcfg, self.tc, self.device = mcfg, tc, device
+        self.gen = build_model(mcfg).to(device)
+        if gen_state is not None:
+            try:
+                self.gen.load_state_dict(gen_state)
+            except RuntimeError as exc:
+                raise SarColorError(f"initial weights do not fit {mcfg.arch}: {str(exc).splitlines()[0]}") from None
+        self.ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
+        self.pix2pix = tc["loss"] == "pix2pix"
+        self.disc: nn.Module | None = None
+        self.d_opt: torch.optim.Optimizer | None = None
+        if self.pix2pix:
+            self.disc = SeedDiscriminator(mcfg.in_channels).to(device)
+            self.g_opt: torch.optim.Optimizer = torch.optim.Adam(self.gen.parameters(), lr=tc["lr"],
+                                                                 betas=tuple(tc["betas"]))
+            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]))
+        else:
+            self.g_opt = torch.optim.AdamW(self.gen.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]),
+                                           weight_decay=tc["weight_decay"])
+            if tc["gan_weight"] > 0:
+                self.disc = PatchDiscriminator(mcfg.in_channels).to(device)
+                self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.ddp_gen, self.ddp_disc = self.gen, self.disc
+
+    def wrap_ddp(self) -> None:
+        """Train through DistributedDataParallel (call after loading weights: DDP broadcasts rank 0's)."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp_gen = nn.parallel.DistributedDataParallel(self.gen, device_ids=ids)
+        if self.disc is not None:
+            self.ddp_disc = nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"gen": self.gen, "ema": self.ema} | ({"disc": self.disc} if self.disc is not None else {})
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": self.g_opt} | ({"d": self.d_opt} if self.d_opt is not None else {})
+
+    def load(self, tensors: dict, meta: dict) -> None:
+        """Restore modules and optimisers from checkpoint tensors."""
+        try:
+            for name, mod in self.modules().items():
+                mod.load_state_dict(_sub(tensors, name))
+            for name, opt in self.optimizers().items():
+                opt.load_state_dict(_unflat_optimizer(f"opt:{name}", tensors, meta["optimizers"][name]))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise SarColorError(f"checkpoint does not fit this run's model/loss ({str(exc).splitlines()[0]})"
+                                ) from None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, step: int, lr: float) -> float:
+        """One optimisation step (generator, then discriminator, then EMA); returns the generator loss."""
+        tc = self.tc
+        x, y, v = x.to(self.device), y.to(self.device), v.to(self.device)
+        for g in self.g_opt.param_groups:
+            g["lr"] = lr
+        self.gen.train()
+        pred = self.ddp_gen(x)
+        if self.disc is not None:
+            # The generator's adversarial term goes through the plain module with D frozen: no gradient is
+            # computed for D here, and DDP sees exactly one D forward/backward per step (below).
+            self.disc.requires_grad_(False)
+            d_fake = self.disc(x, pred)
+        if self.pix2pix:
+            parts = losses.pix2pix_generator_loss(d_fake, pred, y)
+        else:
+            parts = losses.sarcolor_loss(pred, y, v)
+            if self.disc is not None:
+                parts["gan"] = losses.bce_gan(d_fake, True)
+                parts["total"] = parts["total"] + tc["gan_weight"] * parts["gan"]
+        self.g_opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        self.g_opt.step()
+        if self.disc is not None:
+            self.disc.requires_grad_(True)
+            # Real and fake in one batch: D has no normalisation layer, so this equals two passes.
+            logits = self.ddp_disc(torch.cat([x, x]), torch.cat([y, pred.detach()]))
+            d_real, d_fake = logits.chunk(2)
+            d_loss = losses.pix2pix_discriminator_loss(d_real, d_fake)
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.d_opt.step()
+        with torch.no_grad():  # EMA of weights; buffers (BatchNorm statistics) are copied
+            decay = min(tc["ema"], (1 + step) / (10 + step))
+            for pe, pg in zip(self.ema.parameters(), self.gen.parameters(), strict=True):
+                pe.lerp_(pg, 1 - decay)
+            for be, bg in zip(self.ema.buffers(), self.gen.buffers(), strict=True):
+                be.copy_(bg)
+        return parts["total"].item()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (bitwise identity across ranks or runs)."""
+    h = hashlib.sha256()
+    for k, t in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------------------------- validation
-def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int) -> list[tuple[torch.Tensor, np.ndarray]]:
+def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
+               ) -> list[tuple[torch.Tensor, np.ndarray]]:
     """A fixed centre crop of each validation pair, preprocessed once (a cheap running signal; the
     full tiled evaluation is ``sarcolor evaluate``)."""
-    size = size // 128 * 128  # both architectures take multiples of 128
     items = []
     for ref in refs:
         sar, sv, opt, ov, scale = read_pair(ref)
         valid = sv & ov
+        if not valid.any():
+            raise SarColorError(f"validation pair {ref.name}: no valid pixel")
         stats = scene_stats(sar, valid, scale)
         h, w = sar.shape
-        s = min(size, h // 128 * 128, w // 128 * 128)
+        s = min(size, h, w) // multiple * multiple  # the model takes multiples of this
+        if s == 0:
+            raise SarColorError(f"validation pair {ref.name}: {w}x{h} is smaller than the model's "
+                                f"{multiple} px multiple")
         r, c = (h - s) // 2, (w - s) // 2
         x = model_input(np.where(valid, sar, np.median(sar[valid])), stats, mcfg.input_norm, mcfg.in_channels)
         items.append((torch.from_numpy(x[:, r:r + s, c:c + s].copy())[None], opt[r:r + s, c:c + s]))
@@ -230,24 +429,51 @@ def validate(model: nn.Module, items: list, device: torch.device) -> dict[str, f
 
 
 # ------------------------------------------------------------------------------------------- loop
-def _lr_factor(step: int, tc: dict, elapsed: float = 0.0) -> float:
-    """Warm-up then cosine decay. With a wall-time budget (max_minutes), progress is whichever of steps or
-    time is further along, so the schedule completes within the budget on a busy or slow machine. Runs
-    without a budget are step-based and so exactly reproducible."""
+def _lr_factor(step: int, tc: dict) -> float:
     if tc["loss"] == "pix2pix":
         return 1.0  # the prototype used a constant learning rate
     if step < tc["warmup"]:
         return (step + 1) / tc["warmup"]
     t = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
-    if tc["max_minutes"]:
-        t = max(t, elapsed / (float(tc["max_minutes"]) * 60))
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+_CSV_FIELDS = ["step", "elapsed_s", "images_per_s", "lr", "loss", "val_psnr", "val_ssim", "val_ciede2000"]
+
+
+def _trim_log(csv_path: Path, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint: those steps are about to be redone."""
+    if not csv_path.is_file():
+        return
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, _CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(csv_path)
+
+
+def _warn_changed(saved: dict, cfg: dict) -> None:
+    changed = [k for k in _TRAJECTORY if _get(saved, k) != _get(json.loads(json.dumps(cfg, default=str)), k)]
+    if changed:
+        log.warning("resuming with changed setting(s) %s: the run will not match an uninterrupted one", changed)
 
 
 def train(cfg: dict, *, resume: bool = False, init: str | None = None, quiet: bool = False,
           device_pref: str = "auto") -> Path:
     """Run (or resume) training as configured; returns the run folder."""
     rank, world, device = _dist_setup(device_pref)
+    try:
+        return _train(cfg, rank, world, device, resume=resume, init=init, quiet=quiet)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None,
+           quiet: bool) -> Path:
     tc = cfg["train"]
     if tc["threads"]:
         torch.set_num_threads(int(tc["threads"]))
@@ -259,13 +485,27 @@ def train(cfg: dict, *, resume: bool = False, init: str | None = None, quiet: bo
         raise SarColorError(f"{run_dir}: nothing to resume (no checkpoint.safetensors)")
     if not resume and ck_path.is_file():
         raise SarColorError(f"{run_dir}: a run exists already; use --resume or another run_dir")
-    mcfg = model_config(cfg)
     seed = int(cfg["seed"])
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    mcfg = model_config(cfg)
 
-    base = Path(cfg.get("_base", "."))
-    splits = build_splits(cfg["data"], base)
+    tensors, meta, gen_state = None, None, None
+    if resume:
+        tensors, meta = load_checkpoint(ck_path)
+        mcfg = ModelConfig.from_json(meta["model_config"])  # the run's model, also when it began from --init
+        _warn_changed(meta.get("config", {}), cfg)
+    elif init:
+        gen_state, icfg = _load_init(init)
+        wanted = (cfg.get("model") or {}).get("arch")
+        if wanted and wanted != icfg.arch:
+            raise SarColorError(f"--init {init}: architecture {icfg.arch} differs from the config's {wanted}")
+        mcfg = replace(icfg, name=mcfg.name if (cfg.get("model") or {}).get("name") else icfg.name)
+        log.info("fine-tuning from %s (%s)", init, icfg.arch)
+
+    bs = int(tc["batch_size"])
+    if bs < 1 or int(tc["samples_per_epoch"]) < bs * world:
+        raise SarColorError(f"samples_per_epoch {tc['samples_per_epoch']} must be at least batch_size x "
+                            f"processes ({bs} x {world})")
+    splits = build_splits(cfg["data"], Path(cfg.get("_base", ".")))
     if not splits["train"]:
         raise SarColorError("the training split is empty")
     if rank == 0:
@@ -273,170 +513,136 @@ def train(cfg: dict, *, resume: bool = False, init: str | None = None, quiet: bo
         write_split(splits, run_dir / "split.json")
         (run_dir / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
 
-    gen = build_model(mcfg).to(device)
-    if init:
-        src, icfg = load_model(init) if not str(init).endswith("checkpoint.safetensors") else (None, None)
-        if src is None:
-            tensors, meta = load_checkpoint(Path(init))
-            gen.load_state_dict(_sub(tensors, "ema"))
-        else:
-            if icfg.arch != mcfg.arch:
-                raise SarColorError(f"--init {init}: architecture {icfg.arch} differs from {mcfg.arch}")
-            mcfg = icfg
-            gen = build_model(mcfg).to(device)
-            gen.load_state_dict(src.state_dict())
-        log.info("initialised from %s", init)
-    ema = copy.deepcopy(gen).eval().requires_grad_(False)
-    pix2pix = tc["loss"] == "pix2pix"
-    disc: nn.Module | None = None
-    if pix2pix:
-        disc = SeedDiscriminator(mcfg.in_channels).to(device)
-        g_opt = torch.optim.Adam(gen.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]))
-        d_opt = torch.optim.Adam(disc.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]))
-    else:
-        g_opt = torch.optim.AdamW(gen.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]),
-                                  weight_decay=tc["weight_decay"])
-        d_opt = None
-        if tc["gan_weight"] > 0:
-            disc = PatchDiscriminator(mcfg.in_channels).to(device)
-            d_opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-
+    torch.manual_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    np.random.seed(seed)
+    trainer = Trainer(mcfg, tc, device, gen_state=gen_state)
     step, elapsed = 0, 0.0
     if resume:
-        tensors, meta = load_checkpoint(ck_path)
-        gen.load_state_dict(_sub(tensors, "gen"))
-        ema.load_state_dict(_sub(tensors, "ema"))
-        if disc is not None:
-            disc.load_state_dict(_sub(tensors, "disc"))
-        g_opt.load_state_dict(_unflat_optimizer("opt:g", tensors, meta["optimizers"]["g"]))
-        if d_opt is not None:
-            d_opt.load_state_dict(_unflat_optimizer("opt:d", tensors, meta["optimizers"]["d"]))
+        trainer.load(tensors, meta)
         torch.set_rng_state(tensors["rng/torch"])
         step, elapsed = int(meta["step"]), float(meta.get("elapsed_s", 0.0))
         log.info("resumed %s at step %d", run_dir, step)
-
-    ddp_gen, ddp_disc = gen, disc
+        del tensors
     if world > 1:
-        ddp_gen = nn.parallel.DistributedDataParallel(gen)
-        if disc is not None:
-            ddp_disc = nn.parallel.DistributedDataParallel(disc)
+        trainer.wrap_ddp()
 
     ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm, in_channels=mcfg.in_channels,
-                     samples_per_epoch=tc["samples_per_epoch"], seed=seed)
-    bs = int(tc["batch_size"])
+                     samples_per_epoch=tc["samples_per_epoch"], seed=seed, augment=bool(tc["augment"]))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     batches_per_epoch = len(sampler) // bs
-    val_items = _val_items(splits["val"], mcfg, tc["val_crop"]) if (rank == 0 and splits["val"]) else []
+    multiple = int(getattr(trainer.gen, "multiple", 1))
+    val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if (rank == 0 and splits["val"]) else []
 
     csv_path = run_dir / "log.csv"
-    fields_ = ["step", "elapsed_s", "images_per_s", "lr", "loss", "val_psnr", "val_ssim", "val_ciede2000"]
-    if rank == 0 and not csv_path.exists():
-        with open(csv_path, "w", newline="") as f:
-            csv.writer(f).writerow(fields_)
     tb = None
     if rank == 0:
+        if resume:
+            _trim_log(csv_path, step)
+        if not csv_path.exists():
+            with open(csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(_CSV_FIELDS)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            tb = SummaryWriter(str(run_dir / "tb"))
+            tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
         except Exception:  # tensorboard is optional
             tb = None
 
     def checkpoint() -> None:
         if rank != 0:
             return
-        parts = {"gen": gen, "ema": ema} | ({"disc": disc} if disc is not None else {})
-        opts = {"g": g_opt} | ({"d": d_opt} if d_opt is not None else {})
-        save_checkpoint(ck_path, parts, opts, {"step": step, "elapsed_s": elapsed, "config": cfg,
-                                               "model_config": mcfg.to_json()})
-        save_model(run_dir / "model.safetensors", ema, mcfg,
-                   card=f"{mcfg.name}: {step} steps, {elapsed / 60:.1f} min, seed {seed}")
+        meta_ = {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json()}
+        save_checkpoint(ck_path, trainer.modules(), trainer.optimizers(), meta_)
+        save_model(run_dir / "model.safetensors", trainer.ema, mcfg,
+                   card=_model_card(mcfg, meta_, count_params(trainer.ema), None))
+
+    # SIGTERM (a scheduler's preemption) stops at the end of the step with a checkpoint.
+    stop = {"sigterm": False}
+    old_handler = None
+    try:
+        old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+    except ValueError:  # not the main thread
+        pass
 
     from tqdm import tqdm
 
-    bar = tqdm(total=tc["steps"], initial=step, disable=quiet or rank != 0, unit="step", dynamic_ncols=True)
+    last = int(tc["stop_at"]) if tc["stop_at"] else int(tc["steps"])
+    last = min(last, int(tc["steps"]))
+    bar = tqdm(total=last, initial=step, disable=quiet or rank != 0, unit="step", dynamic_ncols=True)
     budget = float(tc["max_minutes"]) * 60
-    running, t_last, n_last = 0.0, time.time(), 0
-    done = step >= tc["steps"] or (budget and elapsed >= budget)
-    while not done:
-        epoch, skip = divmod(step, batches_per_epoch)
-        ds.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        loader = DataLoader(ds, batch_size=bs, sampler=_Skip(sampler, skip * bs), drop_last=True, num_workers=0)
-        for x, y, v in loader:
-            t0 = time.time()
-            x, y, v = x.to(device), y.to(device), v.to(device)
-            lr_f = _lr_factor(step, tc, elapsed)
-            for g in g_opt.param_groups:
-                g["lr"] = tc["lr"] * lr_f
-            gen.train()
-            pred = ddp_gen(x)
-            if pix2pix:
-                d_fake = ddp_disc(x, pred)
-                g_parts = losses.pix2pix_generator_loss(d_fake, pred, y)
-            else:
-                g_parts = losses.sarcolor_loss(pred, y, v)
-                if disc is not None:
-                    g_parts["gan"] = losses.bce_gan(ddp_disc(x, pred), True)
-                    g_parts["total"] = g_parts["total"] + tc["gan_weight"] * g_parts["gan"]
-            g_opt.zero_grad(set_to_none=True)
-            g_parts["total"].backward()
-            g_opt.step()
-            if disc is not None:
-                d_loss = losses.pix2pix_discriminator_loss(ddp_disc(x, y), ddp_disc(x, pred.detach()))
-                d_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_opt.step()
-            with torch.no_grad():  # EMA of weights; buffers (BatchNorm statistics) are copied
-                decay = min(tc["ema"], (1 + step) / (10 + step))
-                for pe, pg in zip(ema.parameters(), gen.parameters(), strict=True):
-                    pe.lerp_(pg, 1 - decay)
-                for be, bg in zip(ema.buffers(), gen.buffers(), strict=True):
-                    be.copy_(bg)
-            step += 1
-            elapsed += time.time() - t0
-            running = 0.9 * running + 0.1 * float(g_parts["total"]) if step > 1 else float(g_parts["total"])
-            bar.update(1)
-            n_last += bs * world
-            row = None
-            if step % tc["log_every"] == 0 or step % tc["val_every"] == 0:
-                ips = n_last / max(1e-9, time.time() - t_last)
-                t_last, n_last = time.time(), 0
-                bar.set_postfix(loss=f"{running:.4f}", img_s=f"{ips:.1f}")
-                row = {"step": step, "elapsed_s": round(elapsed, 1), "images_per_s": round(ips, 2),
-                       "lr": tc["lr"] * lr_f, "loss": round(running, 5)}
-            if val_items and step % tc["val_every"] == 0:
-                row = row or {"step": step, "elapsed_s": round(elapsed, 1)}
-                scores = validate(ema, val_items, device)
-                row.update({f"val_{k}": round(v, 4) for k, v in scores.items()})
-                log.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-            if row and rank == 0:
-                with open(csv_path, "a", newline="") as f:
-                    csv.DictWriter(f, fields_).writerow(row)
-                if tb is not None:
-                    for k, val in row.items():
-                        if k != "step" and val is not None:
-                            tb.add_scalar(k, val, step)
-            if world > 1:  # agree on the wall-time stop so no rank waits forever in a collective
-                flag = torch.tensor([float(elapsed >= budget) if budget else 0.0], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                over = bool(flag.item())
-            else:
-                over = bool(budget) and elapsed >= budget
-            done = step >= tc["steps"] or over
-            if step % tc["ckpt_every"] == 0 or done:
-                checkpoint()
-            if done:
-                break
-    bar.close()
+    running: float | None = None
+    step_losses: list[float] = []
+    t_last, n_last = time.time(), 0
+    done = step >= last or bool(budget and elapsed >= budget)
+    try:
+        while not done:
+            epoch, skip = divmod(step, batches_per_epoch)
+            ds.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(ds, batch_size=bs, sampler=_Skip(sampler, skip * bs), drop_last=True,
+                                num_workers=0)
+            for x, y, v in loader:
+                t0 = time.time()
+                torch.manual_seed(_step_seed(seed, rank, step))
+                lr = tc["lr"] * _lr_factor(step, tc)
+                loss = trainer.step(x, y, v, step, lr)
+                step += 1
+                elapsed += time.time() - t0
+                step_losses.append(loss)
+                running = loss if running is None else 0.9 * running + 0.1 * loss
+                bar.update(1)
+                n_last += bs * world
+                row = None
+                if step % tc["log_every"] == 0 or step % tc["val_every"] == 0:
+                    ips = n_last / max(1e-9, time.time() - t_last)
+                    t_last, n_last = time.time(), 0
+                    bar.set_postfix(loss=f"{running:.4f}", img_s=f"{ips:.1f}")
+                    row = {"step": step, "elapsed_s": round(elapsed, 1), "images_per_s": round(ips, 2),
+                           "lr": lr, "loss": round(running, 5)}
+                if val_items and step % tc["val_every"] == 0:
+                    row = row or {"step": step, "elapsed_s": round(elapsed, 1)}
+                    scores = validate(trainer.ema, val_items, device)
+                    row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
+                    log.info("step %d: %s", step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
+                if row and rank == 0:
+                    with open(csv_path, "a", newline="") as f:
+                        csv.DictWriter(f, _CSV_FIELDS).writerow(row)
+                    if tb is not None:
+                        for k, val in row.items():
+                            if k != "step" and val is not None:
+                                tb.add_scalar(k, val, step)
+                over = (bool(budget) and elapsed >= budget) or stop["sigterm"]
+                if world > 1:  # agree on stopping early, so no rank waits forever in a collective
+                    flag = torch.tensor([float(over)], device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    over = bool(flag.item())
+                done = step >= last or over
+                if step % tc["ckpt_every"] == 0 or done:
+                    checkpoint()
+                if done:
+                    break
+    finally:
+        bar.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    if stop["sigterm"]:
+        log.warning("stopped by SIGTERM at step %d; `--resume` continues", step)
     if rank == 0 and val_items and step % tc["val_every"] != 0:
-        scores = validate(ema, val_items, device)
+        scores = validate(trainer.ema, val_items, device)
         with open(csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fields_).writerow({"step": step, "elapsed_s": round(elapsed, 1),
-                                                 **{f"val_{k}": round(v, 4) for k, v in scores.items()}})
+            csv.DictWriter(f, _CSV_FIELDS).writerow({"step": step, "elapsed_s": round(elapsed, 1),
+                                                    **{f"val_{k}": round(s, 4) for k, s in scores.items()}})
+    if tb is not None:
+        tb.close()
+    if os.environ.get(DIGEST_ENV):  # for the multi-process test: did every rank end with the same weights?
+        out = Path(os.environ[DIGEST_ENV])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{rank}.json").write_text(json.dumps({
+            "rank": rank, "world": world, "step": step, "gen": weights_digest(trainer.gen),
+            "ema": weights_digest(trainer.ema),
+            "disc": weights_digest(trainer.disc) if trainer.disc is not None else None, "losses": step_losses}))
     if world > 1:
         dist.barrier()
-        dist.destroy_process_group()
     return run_dir
 
 

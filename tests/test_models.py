@@ -1,0 +1,125 @@
+"""Generators and discriminators: the prototype's exact shape and size, any-size sarcolornet, safe save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from sarcolor.errors import SarColorError
+from sarcolor.models import (
+    ModelConfig,
+    PatchDiscriminator,
+    Pix2PixUNet,
+    SarColorNet,
+    SeedDiscriminator,
+    build_model,
+    count_params,
+    load_model,
+    read_metadata,
+    save_model,
+    seed_config,
+)
+
+TINY = ModelConfig(width=8, enc_depths=(1, 1), name="tiny")
+
+
+@pytest.fixture(scope="module")
+def seed_net() -> Pix2PixUNet:
+    return Pix2PixUNet(seed_config()).eval()
+
+
+def test_seed_unet_is_the_prototype(seed_net: Pix2PixUNet) -> None:
+    assert abs(count_params(seed_net) - 41.8e6) < 0.1e6
+    downs = [d[0] for d in seed_net.downs]
+    assert [c.out_channels for c in downs] == [64, 128, 256, 512, 512, 512, 512]
+    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) for c in downs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in seed_net.downs[0])  # no BN on the first
+    assert all(isinstance(d[1], nn.BatchNorm2d) and isinstance(d[-1], nn.LeakyReLU) for d in seed_net.downs[1:])
+    ups = [u[0] for u in seed_net.ups]
+    assert [c.out_channels for c in ups] == [512, 512, 512, 256, 128, 64]
+    assert all(isinstance(c, nn.ConvTranspose2d) and c.kernel_size == (4, 4) and c.stride == (2, 2) for c in ups)
+    dropout = [any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in u) for u in seed_net.ups]
+    assert dropout == [True, True, True, False, False, False]
+    assert all(isinstance(u[-1], nn.ReLU) for u in seed_net.ups)
+    assert seed_net.last.out_channels == 3 and seed_net.multiple == 128
+    cfg = seed_config()
+    assert (cfg.in_channels, cfg.input_norm, cfg.tile) == (3, "seed", 128)
+
+
+def test_seed_unet_output(seed_net: Pix2PixUNet) -> None:
+    with torch.no_grad():
+        y = seed_net(torch.rand(2, 3, 128, 128) * 2 - 1)
+    assert y.shape == (2, 3, 128, 128) and y.abs().max() <= 1
+
+
+def test_seed_discriminator() -> None:
+    d = SeedDiscriminator(3)
+    logits = d(torch.zeros(2, 3, 128, 128), torch.zeros(2, 3, 128, 128))
+    assert logits.shape == (2, 1, 8, 8)
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1]
+    assert [c.in_channels for c in convs][0] == 6  # cat(SAR as 3 channels, RGB)
+    assert all(c.stride == (2, 2) for c in convs[:4])
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) for m in d.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in d.modules()) == 4
+
+
+def test_patch_discriminator() -> None:
+    assert PatchDiscriminator(1)(torch.zeros(1, 1, 64, 64), torch.zeros(1, 3, 64, 64)).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("cfg", [TINY, ModelConfig()], ids=["tiny", "default"])
+@pytest.mark.parametrize("hw", [(8, 8), (37, 53), (64, 96)])
+def test_sarcolornet_any_size(cfg: ModelConfig, hw: tuple[int, int]) -> None:
+    net = SarColorNet(cfg).eval()
+    with torch.no_grad():
+        y = net(torch.rand(2, 1, *hw) * 2 - 1)
+    assert y.shape == (2, 3, *hw) and y.abs().max() <= 1
+
+
+def test_default_sarcolornet_is_small() -> None:
+    net = build_model(ModelConfig())
+    assert isinstance(net, SarColorNet) and count_params(net) < 2e6 and net.multiple == 16
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = build_model(TINY)
+    path = tmp_path / "m.safetensors"
+    save_model(path, net, TINY, card="# tiny\n")
+    loaded, cfg = load_model(path)
+    assert cfg == TINY and not loaded.training
+    assert read_metadata(path)["model_card"] == "# tiny\n"
+    x = torch.rand(1, 1, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), loaded(x))
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left over
+
+
+def test_bad_model_files_are_reported(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(SarColorError, match="not a readable safetensors model"):
+        load_model(corrupt)
+    alien = tmp_path / "alien.safetensors"
+    save_file({"w": torch.zeros(3)}, str(alien))
+    with pytest.raises(SarColorError, match="has no sarcolor config"):
+        load_model(alien)
+    wrong = tmp_path / "wrong.safetensors"
+    save_model(wrong, build_model(ModelConfig(width=16, enc_depths=(1, 1))), TINY)  # weights of another width
+    with pytest.raises(SarColorError, match="weights do not match config sarcolornet"):
+        load_model(wrong)
+    bad_cfg = tmp_path / "badcfg.safetensors"
+    save_file({"w": torch.zeros(3)}, str(bad_cfg), metadata={"sarcolor_config": "{not json"})
+    with pytest.raises(SarColorError, match="config is invalid"):
+        load_model(bad_cfg)
+    with pytest.raises(SarColorError, match="model not found"):
+        load_model(tmp_path / "missing.safetensors")
+    with pytest.raises(SarColorError, match="is a directory"):
+        load_model(tmp_path)
+    with pytest.raises(SarColorError, match="unknown architecture"):
+        build_model(ModelConfig(arch="resnet"))
