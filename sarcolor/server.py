@@ -293,8 +293,8 @@ class JobManager:
     def new_folder(self) -> tuple[str, Path]:
         job_id = secrets.token_urlsafe(16)  # unguessable: a job id is the only key to someone's image
         folder = self.root / job_id
+        self._pending.add(job_id)  # before it exists, so the janitor never takes it for a stray
         folder.mkdir(mode=0o700)
-        self._pending.add(job_id)
         return job_id, folder
 
     def discard(self, job_id: str, folder: Path) -> None:
@@ -302,14 +302,18 @@ class JobManager:
         self._pending.discard(job_id)
         shutil.rmtree(folder, ignore_errors=True)
 
+    def _snapshot(self) -> list[Job]:
+        # list() of a dict view is one C call under the GIL: safe while the janitor deletes entries.
+        return list(self.jobs.values())
+
     def active(self) -> int:
-        return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
+        return sum(1 for j in self._snapshot() if j.status in ("queued", "running"))
 
     def queue_position(self, job: Job) -> int:
         """How many queued jobs were submitted before this one (0 when running or next)."""
         if job.status != "queued":
             return 0
-        return sum(1 for j in self.jobs.values() if j.status == "queued" and j.created < job.created)
+        return sum(1 for j in self._snapshot() if j.status == "queued" and j.created < job.created)
 
     def submit(self, job: Job) -> Job:
         """Queue a job; when the queue is full its files are deleted and ApiError 503 is raised."""
@@ -504,7 +508,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             write_png(job.result_tif, job.preview_png, conf.preview_max)
         except SarColorError as exc:
             raise _engine_error(exc, job) from None
-        except (RasterioError, OSError, ValueError) as exc:
+        except RasterioError as exc:  # GDAL choking on the input's content; anything else is ours (500)
             raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
 
     jobs = JobManager(run_job, workers=workers, max_queue=conf.max_queue, ttl=conf.ttl)
@@ -722,7 +726,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             path = await run_in_threadpool(_input_preview, job)
         except SarColorError as exc:
             raise _engine_error(exc, job) from None
-        except (RasterioError, OSError, ValueError) as exc:
+        except RasterioError as exc:
             raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
         return FileResponse(path, media_type="image/png")
 

@@ -307,6 +307,18 @@ def test_model_and_health(client: TestClient) -> None:
     assert h["status"] == "ok" and h["model"] == "tiny"
 
 
+def test_model_is_loaded_once(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sarcolor.models as models
+
+    calls = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with TestClient(make_app(tiny_model)) as c:
+        for seed in range(3):
+            assert post(c, png_bytes(grey(32, 32, seed))).status_code == 200
+    assert len(calls) == 1
+
+
 def test_page_static_and_docs(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
