@@ -315,9 +315,11 @@ class Trainer:
                 self.disc = PatchDiscriminator(mcfg.in_channels).to(device)
                 self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.ddp_gen, self.ddp_disc = self.gen, self.disc
+        self.distributed = False
 
     def wrap_ddp(self) -> None:
         """Train through DistributedDataParallel (call after loading weights: DDP broadcasts rank 0's)."""
+        self.distributed = True
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp_gen = nn.parallel.DistributedDataParallel(self.gen, device_ids=ids)
         if self.disc is not None:
@@ -372,6 +374,13 @@ class Trainer:
             self.d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.d_opt.step()
+        if self.distributed:
+            # Each rank has just updated its BatchNorm running statistics from its own shard. DDP would
+            # broadcast rank 0's at the next forward anyway; doing it now makes every rank hold the same
+            # state at each step boundary (what a checkpoint captures, and what the EMA copies).
+            for mod in (self.gen, self.disc):
+                for b in mod.buffers() if mod is not None else ():
+                    dist.broadcast(b, 0)
         with torch.no_grad():  # EMA of weights; buffers (BatchNorm statistics) are copied
             decay = min(tc["ema"], (1 + step) / (10 + step))
             for pe, pg in zip(self.ema.parameters(), self.gen.parameters(), strict=True):
