@@ -55,7 +55,7 @@ DEFAULTS: dict = {
     "data": {},
     "train": {
         "loss": "sarcolor",  # "sarcolor" or "pix2pix"
-        "steps": 10000, "max_minutes": 0,  # max_minutes > 0 stops early at a wall-time budget
+        "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
         "batch_size": 8, "crop": 256, "samples_per_epoch": 4000, "augment": True,
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
