@@ -465,6 +465,7 @@ def _trim_log(csv_path: Path, step: int) -> None:
 
 
 def _warn_changed(saved: dict, cfg: dict) -> None:
+    saved = _merge(DEFAULTS, saved)  # a checkpoint from an older version lacks options added since
     changed = [k for k in _TRAJECTORY if _get(saved, k) != _get(json.loads(json.dumps(cfg, default=str)), k)]
     if changed:
         log.warning("resuming with changed setting(s) %s: the run will not match an uninterrupted one", changed)
