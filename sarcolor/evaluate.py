@@ -273,11 +273,11 @@ def select_pairs(config: str | None, data: str | None, split: str | None) -> Sel
     if not pairs:
         raise SarColorError(f"split {split!r} of {source} is empty"
                             + (" (the config holds nothing out: set data.val)" if split == "val" else ""))
-    names = {p.name for p in pairs}
-    if not train or names >= {p.name for p in train}:
-        # No separate training split (a plain folder): the baselines see the scored pairs. Say so.
-        train = train or everything
-        note = "baselines fitted on the scored pairs themselves (no held-out split)"
+    train = train or everything
+    shared = {p.name for p in pairs} & {p.name for p in train}
+    if shared:
+        # No held-out split (a plain folder): the baselines have seen scored pairs, which flatters them. Say so.
+        note = f"baselines fitted on {len(train)} pair(s), {len(shared)} of them scored too (no held-out split)"
     else:
         note = f"baselines fitted on {len(train)} training pair(s)"
     return Selection(pairs, train, f"{source}, split {split}: {len(pairs)} pair(s); {note}")
