@@ -202,8 +202,23 @@ def _strips(source: SarSource, grid: list[list[Tile]]) -> Iterator[tuple[list[Ti
         yield row, data, valid
 
 
+def _tile_input(raw: np.ndarray, valid: np.ndarray, t: Tile, plan: _Plan, cfg: ModelConfig) -> np.ndarray:
+    """One tile of a strip -> (C, h, w) model input; invalid pixels take the scene median first.
+
+    Per tile rather than per strip: full-width float temporaries would dominate memory on wide scenes.
+    """
+    cols = slice(t.x, t.x + t.w)
+    tile = raw[:, cols].astype(np.float32)  # a copy: the strip is kept for the next row of tiles
+    tile[~valid[:, cols]] = plan.fill
+    return model_input(tile, plan.stats, cfg.input_norm, cfg.in_channels)
+
+
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """[0, 1] float32 -> uint8, rounding; works in place (full-width strips are large)."""
+    rgb *= 255.0
+    rgb += 0.5
+    np.clip(rgb, 0, 255, out=rgb)
+    return rgb.astype(np.uint8)
 
 
 def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
@@ -221,12 +236,10 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
     done_tiles = 0
     with bar, _inference(model, device):
         for i, (row, raw, valid) in enumerate(_strips(source, plan.grid)):
-            filled = raw.astype(np.float32)  # a copy: the source's buffer is kept for the next strip
-            filled[~valid] = plan.fill
-            x = model_input(filled, plan.stats, cfg.input_norm, cfg.in_channels)
             for b in range(0, len(row), per_batch):
                 tiles = row[b:b + per_batch]
-                batch = pad_to_multiple(np.stack([x[:, :, t.x:t.x + t.w] for t in tiles]), multiple)
+                batch = pad_to_multiple(np.stack([_tile_input(raw, valid, t, plan, cfg) for t in tiles]),
+                                        multiple)
                 out = _predict(model, batch, device, tta)[:, :, :th, :tw]
                 for t, o in zip(tiles, out, strict=True):
                     acc.add(t, o, window)

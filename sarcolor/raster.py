@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -43,6 +43,7 @@ READ_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 WRITE_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 MIN_SIZE = 8  # smaller images carry no spatial context for a colorization model
 BLOCK = 512  # GeoTIFF tile size of outputs
+STRIP_ROWS = 512  # rows per read when sampling a whole scene
 GDAL_CACHE_MB = 256  # bounds GDAL's block cache (its default is 5% of RAM) so large scenes stay in budget
 _EQUAL_TOL = 0.02  # 3 bands count as grey when 99% of pixel differences are within 2% of the value range
 
@@ -111,11 +112,6 @@ def _check_size(name: str, height: int, width: int) -> None:
     if height < MIN_SIZE or width < MIN_SIZE:
         raise SarColorError(f"{name}: image is {width}x{height} pixels; "
                             f"at least {MIN_SIZE}x{MIN_SIZE} is needed")
-
-
-def _decimation(height: int, width: int, max_pixels: int) -> tuple[int, int]:
-    f = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
-    return math.ceil(height / f), math.ceil(width / f)
 
 
 def _nodata_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -202,10 +198,13 @@ class RasterSource:
                              gcps=(gcps, gcrs) if gcps else None, rpcs=ds.rpcs or None)
 
     def _bands_equal(self, bands: Sequence[int]) -> bool:
-        shape = _decimation(self.ds.height, self.ds.width, 1_000_000)
-        sample = self._guard(lambda: self.ds.read(list(bands), out_shape=(len(bands), *shape),
-                                                  resampling=Resampling.nearest), "reading a sample")
-        return _bands_equal(sample)
+        # Five 256 x 256 windows (centre and corners) at full resolution: cheap on any size and format.
+        h, w = min(256, self.height), min(256, self.width)
+        corners = [(0, 0), (0, self.width - w), (self.height - h, 0), (self.height - h, self.width - w),
+                   ((self.height - h) // 2, (self.width - w) // 2)]
+        parts = [self._guard(lambda y=y, x=x: self.ds.read(list(bands), window=Window(x, y, w, h)),
+                             "reading a sample") for y, x in corners]
+        return _bands_equal(np.concatenate(parts, axis=1))
 
     def _guard(self, fn: Callable[[], np.ndarray], what: str) -> np.ndarray:
         try:
@@ -218,11 +217,9 @@ class RasterSource:
             raise SarColorError(f"{self.name}: cannot read pixels ({what}); is the file truncated or corrupt? "
                                 f"[{why}]") from None
 
-    def _valid(self, data: np.ndarray, window: Window | None,
-               out_shape: tuple[int, int] | None) -> np.ndarray:
+    def _valid(self, data: np.ndarray, window: Window) -> np.ndarray:
         if self._mask_kind == "gdal":
-            m = self._guard(lambda: self.ds.read_masks(self.band, window=window, out_shape=out_shape,
-                                                       resampling=Resampling.nearest), "reading the mask")
+            m = self._guard(lambda: self.ds.read_masks(self.band, window=window), "reading the mask")
             valid = m > 0
         elif self._mask_kind == "nodata":
             valid = _nodata_mask(data, self.file_nodata)
@@ -238,14 +235,23 @@ class RasterSource:
         """Rows [y0, y1) at full width: (data in the file's dtype, valid mask)."""
         window = Window(0, y0, self.width, y1 - y0)
         data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
-        return data, self._valid(data, window, None)
+        return data, self._valid(data, window)
 
     def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-        """A nearest-neighbour decimated read of the whole scene with at most ``max_pixels`` pixels."""
-        shape = _decimation(self.height, self.width, max_pixels)
-        data = self._guard(lambda: self.ds.read(self.band, out_shape=shape, resampling=Resampling.nearest),
-                           "reading a sample")
-        return data, self._valid(data, None, shape)
+        """Every f-th pixel of every f-th row, so that at most ``max_pixels`` pixels are returned.
+
+        Read as full-width strips and strided in numpy: GDAL's own decimated read (out_shape) of a tiled,
+        compressed GeoTIFF without overviews decompresses blocks over and over (60 s instead of 0.6 s for
+        a 20000 x 1100 scene), while strips read every block once, in bounded memory.
+        """
+        f = max(1, math.ceil(math.sqrt(self.height * self.width / max_pixels)))
+        step = max(f, STRIP_ROWS // f * f)  # a multiple of f: the row grid stays regular across strips
+        parts, masks = [], []
+        for y0 in range(0, self.height, step):
+            data, valid = self.read_rows(y0, min(y0 + step, self.height))
+            parts.append(data[::f, ::f].copy())
+            masks.append(valid[::f, ::f].copy())
+        return np.concatenate(parts), np.concatenate(masks)
 
     def close(self) -> None:
         self.ds.close()
@@ -467,7 +473,8 @@ class RGBWriter:
                 final = _temp_name(self.dst, "cog")
                 self.temps.append(final)
                 rasterio.shutil.copy(self.tmp, final, driver="COG", compress="DEFLATE", predictor="YES",
-                                     blocksize=BLOCK, overview_resampling="AVERAGE", bigtiff="IF_SAFER")
+                                     blocksize=BLOCK, overview_resampling="AVERAGE", bigtiff="IF_SAFER",
+                                     num_threads="ALL_CPUS")
             elif self.driver in ("PNG", "JPEG"):
                 final = _temp_name(self.dst, "out")
                 self.temps.append(final)

@@ -85,29 +85,50 @@ class StripAccumulator:
     """Weighted sum of tile predictions over the rows in flight only.
 
     ``add`` tiles (in row order), then ``flush(upto)`` returns the blended rows [start, upto) that no later
-    tile touches, and forgets them.
+    tile touches. The buffers are allocated once (about one tile high) and reused; the rows returned by
+    ``flush`` are a view into them, valid until the next ``add`` or ``flush`` (no full-width copies).
     """
 
     def __init__(self, width: int, channels: int = 3) -> None:
         self.width, self.channels = width, channels
         self.start = 0  # image row of the first row held
+        self._held = 0
+        self.max_rows_held = 0  # for tests and diagnostics
         self.acc = np.zeros((channels, 0, width), np.float32)
         self.weight = np.zeros((0, width), np.float32)
-        self.max_rows_held = 0  # for tests and diagnostics
+        self._drop = 0  # rows handed out by the last flush, removed on the next call
 
     @property
     def rows_held(self) -> int:
-        return self.weight.shape[0]
+        """Rows accumulated and not yet handed out."""
+        return self._held - self._drop
+
+    def _compact(self) -> None:
+        """Forget the rows returned by the last flush: move the rest to the top, clear the freed rows."""
+        n, held = self._drop, self._held
+        if n:
+            self.acc[:, :held - n] = self.acc[:, n:held]  # numpy handles the overlapping copy
+            self.weight[:held - n] = self.weight[n:held]
+            self.acc[:, held - n:held] = 0
+            self.weight[held - n:held] = 0
+            self.start += n
+            self._held = held - n
+            self._drop = 0
 
     def _grow(self, end: int) -> None:
-        extra = end - (self.start + self.rows_held)
-        if extra > 0:
-            self.acc = np.concatenate([self.acc, np.zeros((self.channels, extra, self.width), np.float32)], 1)
-            self.weight = np.concatenate([self.weight, np.zeros((extra, self.width), np.float32)], 0)
-            self.max_rows_held = max(self.max_rows_held, self.rows_held)
+        need = end - self.start
+        if need > self.weight.shape[0]:  # the first tile row only: later rows fit the same space
+            acc = np.zeros((self.channels, need, self.width), np.float32)
+            weight = np.zeros((need, self.width), np.float32)
+            acc[:, :self._held] = self.acc[:, :self._held]
+            weight[:self._held] = self.weight[:self._held]
+            self.acc, self.weight = acc, weight
+        self._held = max(self._held, need)
+        self.max_rows_held = max(self.max_rows_held, self._held)
 
     def add(self, tile: Tile, values: np.ndarray, window: np.ndarray) -> None:
         """Add a (channels, h, w) prediction for ``tile``, weighted by an (h, w) window."""
+        self._compact()
         if tile.y < self.start:
             raise ValueError(f"tile at row {tile.y} comes after rows up to {self.start} were flushed")
         self._grow(tile.y + tile.h)
@@ -117,12 +138,13 @@ class StripAccumulator:
         self.weight[rows, cols] += window
 
     def flush(self, upto: int) -> tuple[int, np.ndarray]:
-        """Return (first row, blended (channels, n, width) float32) for rows [start, upto) and drop them."""
-        n = max(0, min(upto - self.start, self.rows_held))
-        start = self.start
-        w = self.weight[:n]
-        out = np.divide(self.acc[:, :n], w, out=np.zeros_like(self.acc[:, :n]), where=w > 0)
-        self.acc = self.acc[:, n:].copy()  # copy: let the flushed rows' memory go
-        self.weight = self.weight[n:].copy()
-        self.start += n
-        return start, out
+        """(first row, blended (channels, n, width) float32 view) for rows [start, upto), then drops them.
+
+        The view may be modified in place by the caller; it is overwritten by the next add/flush.
+        """
+        self._compact()
+        n = max(0, min(upto - self.start, self._held))
+        out, w = self.acc[:, :n], self.weight[:n]
+        np.divide(out, np.where(w > 0, w, 1.0), out=out)  # rows no tile touched stay 0
+        self._drop = n
+        return self.start, out
