@@ -438,12 +438,17 @@ def validate(model: nn.Module, items: list, device: torch.device) -> dict[str, f
 
 
 # ------------------------------------------------------------------------------------------- loop
-def _lr_factor(step: int, tc: dict) -> float:
+def _lr_factor(step: int, tc: dict, elapsed: float = 0.0) -> float:
+    """Warm-up then cosine decay. With a wall-time budget (max_minutes), progress is whichever of steps or
+    time is further along, so the schedule completes within the budget on a busy or slow machine; runs that
+    reach their step count first (or have no budget) are purely step-based and exactly reproducible."""
     if tc["loss"] == "pix2pix":
         return 1.0  # the prototype used a constant learning rate
     if step < tc["warmup"]:
         return (step + 1) / tc["warmup"]
     t = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
+    if tc.get("max_minutes"):
+        t = max(t, elapsed / (float(tc["max_minutes"]) * 60))
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -594,7 +599,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             for x, y, v in loader:
                 t0 = time.time()
                 torch.manual_seed(_step_seed(seed, rank, step))
-                lr = tc["lr"] * _lr_factor(step, tc)
+                lr = tc["lr"] * _lr_factor(step, tc, elapsed)
                 loss = trainer.step(x, y, v, step, lr)
                 step += 1
                 elapsed += time.time() - t0
