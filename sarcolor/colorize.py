@@ -131,13 +131,14 @@ def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
     was_training, threads = model.training, torch.get_num_threads()
     model.eval()
     model.to(memory_format=torch.channels_last)
-    if device.type == "cpu":
+    if device.type == "cpu" and threads != _cpu_count():
         torch.set_num_threads(_cpu_count())
     try:
         with torch.inference_mode():
             yield
     finally:
-        torch.set_num_threads(threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         model.train(was_training)
 
 
@@ -377,12 +378,15 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: M
 
 
 def _find_images(folder: Path, exclude: Path) -> list[Path]:
+    """Image files under ``folder`` (not hidden, not under ``exclude``: our own output folder)."""
     out = []
+    exclude = exclude.resolve()
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in READ_EXTS:
             continue
-        if exclude == p or exclude in p.parents or not p.is_file():
+        real = p.resolve()
+        if real == exclude or exclude in real.parents or not p.is_file():
             continue  # never re-colorize our own outputs when -o is inside the input folder
         out.append(p)
     return out
@@ -424,7 +428,7 @@ def _colorize_folder(src: Path, out: Path, *, model: ModelLike, device: str, out
     output_driver(Path("x" + out_ext))
     if out.exists() and not out.is_dir():
         raise SarColorError(f"{out}: input is a folder, so the output must be a folder too")
-    files = _find_images(src, out.resolve() if out.exists() else out.absolute())
+    files = _find_images(src, out)
     if not files:
         raise SarColorError(f"{src}: no images found ({', '.join(READ_EXTS)})")
     net, cfg = get_model(model, device)

@@ -37,6 +37,12 @@ from rasterio.windows import Window
 
 from .errors import SarColorError
 
+try:  # GDAL errors that rasterio does not wrap in a RasterioError (private module, hence the fallback)
+    from rasterio._err import CPLE_BaseError as _CPLError
+except ImportError:  # pragma: no cover
+    _CPLError = RasterioError
+_GDAL_ERRORS = (RasterioError, _CPLError)
+
 log = logging.getLogger("sarcolor")
 
 READ_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -211,7 +217,7 @@ class RasterSource:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 return fn()
-        except RasterioError as exc:
+        except _GDAL_ERRORS as exc:
             # rasterio's own message says "see previous exception": GDAL's reason is the cause.
             why = str(exc.__cause__ or exc).splitlines()[0].removeprefix(f"{self.ds.name}, ")
             raise SarColorError(f"{self.name}: cannot read pixels ({what}); is the file truncated or corrupt? "
@@ -278,7 +284,7 @@ def _open(path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
-    except RasterioError as exc:
+    except _GDAL_ERRORS as exc:
         text = str(exc)
         why = ("not a supported image (PNG, JPEG, TIFF, GeoTIFF)" if "not recognized" in text
                else "not a readable image (truncated or corrupt?)")

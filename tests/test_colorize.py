@@ -466,6 +466,16 @@ def test_folder_mirrors_tree_skips_and_reports_failures(tiny_model_path: Path, t
     assert (out / "a" / "b" / "y.png").is_file()
 
 
+def test_relative_output_folder_inside_the_input(tiny_model_path: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "scenes").mkdir()
+    write_png(tmp_path / "scenes" / "a.png", db_to_8bit(sar_db()))
+    monkeypatch.chdir(tmp_path)
+    args = ["colorize", "scenes", "-o", "scenes/out", "--model", str(tiny_model_path), "-q"]
+    assert main(args) == 0 and main([*args, "--overwrite"]) == 0
+    assert _files(tmp_path / "scenes") == {"a.png", "out", "out/a.tif"}  # no out/out/a.tif
+
+
 def test_folder_input_with_file_output_is_an_error(tiny_model_path: Path, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     write_png(tmp_path / "in" / "a.png", db_to_8bit(sar_db()))
