@@ -46,7 +46,7 @@ from .raster import (
     open_sar,
     output_driver,
 )
-from .tiling import StripAccumulator, Tile, blend_window, pad_to_multiple, tile_grid
+from .tiling import StripAccumulator, Tile, best_tile, blend_window, pad_to_multiple, tile_grid
 
 log = logging.getLogger("sarcolor")
 
@@ -179,6 +179,7 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
     fill = float(np.median(good))
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)
+    tile = best_tile(source.height, source.width, tile, overlap, multiple)
     return _Plan(stats, fill, float(valid.mean()), tile, overlap,
                  tile_grid(source.height, source.width, tile, overlap))
 

@@ -58,7 +58,8 @@ def gdal_env(**options: Any) -> rasterio.Env:
     """The GDAL settings for sarcolor's reads and writes."""
     # A truncated JPEG is only a libjpeg *warning* (GDAL fills the rest with grey), and GDAL's whole-image
     # PNG fast path decodes a truncated PNG without any error: make both fail loudly.
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE",
+    # rasterio passes an integer GDAL_CACHEMAX to GDAL as bytes, not megabytes.
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024, GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE",
                         GDAL_PNG_WHOLE_IMAGE_OPTIM="NO", **options)
 
 
@@ -484,7 +485,8 @@ class RGBWriter:
             elif self.driver in ("PNG", "JPEG"):
                 final = _temp_name(self.dst, "out")
                 self.temps.append(final)
-                opts = {"quality": 95} if self.driver == "JPEG" else {}
+                # zlevel 3: a third of the default 6's time for ~10% larger files.
+                opts = {"quality": 95} if self.driver == "JPEG" else {"zlevel": 3}
                 rasterio.shutil.copy(self.tmp, final, driver=self.driver, **opts)
         os.replace(final, self.dst)
         self.temps.remove(final)

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from sarcolor import metrics
 from sarcolor.colorize import colorize_array
 from sarcolor.data import build_splits, load_config, read_pair
 from sarcolor.evaluate import fit_baselines, pair_valid, sar_display
 from sarcolor.models import SHIPPED, count_params, load_model
-
-from conftest import SHARED_DATA
-
 
 
 def test_shipped_model_loads_from_the_package_alone() -> None:

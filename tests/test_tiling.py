@@ -133,3 +133,14 @@ def test_accumulator_rejects_tiles_above_flushed_rows() -> None:
     acc.flush(4)
     with pytest.raises(ValueError, match="flushed"):
         acc.add(Tile(2, 0, 8, 10), np.ones((1, 8, 10), np.float32), blend_window(8, 10, 2))
+
+
+def test_best_tile_covers_with_fewer_model_pixels() -> None:
+    from sarcolor.tiling import best_tile
+
+    # 1024 px: 3 tiles of 512 (edge tile shifted inward) cost 2.25x the image; 2 tiles of 544 cost 1.13x.
+    assert best_tile(1024, 1024, 512, 64, 16) == 544
+    assert best_tile(300, 300, 512, 64, 16) == 512  # one tile either way: keep the configured size
+    assert best_tile(1024, 1024, 128, 32, 128) == 128  # the seed's multiple is its tile: unchanged
+    t = best_tile(20000, 20000, 512, 64, 16)
+    assert 512 <= t <= 640 and t % 16 == 0
