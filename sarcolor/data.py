@@ -43,6 +43,7 @@ from rasterio.windows import Window
 
 from .errors import SarColorError
 from .preprocess import SCALES, model_input, scene_stats
+from .raster import gdal_env  # the same GDAL settings as inference: truncated PNG/JPEG fail loudly
 
 log = logging.getLogger("sarcolor")
 
@@ -401,12 +402,6 @@ def write_split(splits: dict[str, list[PairRef]], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _env() -> rasterio.Env:
-    # GDAL decodes a truncated PNG (whole-image fast path) or JPEG (a libjpeg warning) without an error and
-    # fills the rest with junk: make both fail, so a damaged file is reported instead of trained on.
-    return rasterio.Env(GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE", GDAL_PNG_WHOLE_IMAGE_OPTIM="NO")
-
-
 def _open(path: Path):
     if not path.is_file():
         raise SarColorError(f"{path}: file not found")
@@ -420,7 +415,7 @@ def _open(path: Path):
 
 def raster_size(path: Path) -> tuple[int, int]:
     """(height, width) from the header."""
-    with _env(), _open(path) as ds:
+    with gdal_env(), _open(path) as ds:
         return ds.height, ds.width
 
 
@@ -449,7 +444,7 @@ def _sar_band(ref: PairRef, count: int) -> int:
 
 def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """-> sar_raw (H,W) float32, sar_valid (H,W) bool, opt (H,W,3) uint8, opt_valid (H,W) bool, scale."""
-    with _env(), _open(ref.sar) as s, _open(ref.opt) as o:
+    with gdal_env(), _open(ref.sar) as s, _open(ref.opt) as o:
         if (s.height, s.width) != (o.height, o.width):
             raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {s.width}x{s.height} but optical "
                                 f"{ref.opt.name} is {o.width}x{o.height} (width x height)")
