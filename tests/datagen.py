@@ -10,11 +10,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import yaml
-from PIL import Image
+from fixtures import CRS, write_geotiff, write_png  # noqa: F401 (write_png is used as datagen.write_png)
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import Affine
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -33,23 +31,11 @@ def opt_of(sar: np.ndarray) -> np.ndarray:
     return np.stack([g, 255 - g, g // 2], -1).astype(np.uint8)
 
 
-def write_png(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
-
-
 def write_tif(path: Path, arr: np.ndarray, nodata: float | None = None, georef: bool = True) -> Path:
     """(bands, H, W) array -> GeoTIFF (with a UTM CRS and 10 m pixels unless georef is False)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count, h, w = arr.shape
-    geo = {"crs": "EPSG:32630", "transform": Affine(10, 0, 500000, 0, -10, 4600000)} if georef else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=count, dtype=arr.dtype,
-                           nodata=nodata, **geo) as ds:
-            ds.write(arr)
-    return path
+        return write_geotiff(path, arr, nodata=nodata, crs=CRS if georef else None)
 
 
 def make_folders(root: Path, n: int = 6, size: tuple[int, int] = (32, 32), groups: dict[str, str] | None = None,

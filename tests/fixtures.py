@@ -54,6 +54,7 @@ def write_geotiff(path: Path, data: np.ndarray, *, nodata: float | None = None, 
         profile["photometric"] = photometric
     if alpha:
         profile["alpha"] = "YES"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
         if descriptions:
@@ -62,11 +63,9 @@ def write_geotiff(path: Path, data: np.ndarray, *, nodata: float | None = None, 
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:
-    """uint8 (H, W) L, (H, W, 2) LA, (H, W, 3) RGB, (H, W, 4) RGBA, or uint16 (H, W) through PIL."""
-    if array.dtype == np.uint16:
-        Image.fromarray(array).save(path)  # mode I;16: a 16-bit grey PNG
-    else:
-        Image.fromarray(array).save(path)
+    """uint8 (H, W) L, (H, W, 2) LA, (H, W, 3) RGB, (H, W, 4) RGBA, or uint16 (H, W) (mode I;16) via PIL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
     return path
 
 
