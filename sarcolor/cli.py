@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="sarcolor: %(message)s")
+    # GDAL's own error for a bad file would be a second line; sarcolor reports it in its one-line error.
+    logging.getLogger("rasterio").setLevel(logging.CRITICAL)
     try:
         return run(args)
     except SarColorError as exc:

@@ -393,7 +393,8 @@ def test_bad_input_raises_one_line_and_leaves_nothing(tiny_model_path: Path, tmp
         assert src.stat().st_mtime_ns == mtime  # the input is never touched
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "all NaN", "5 bands", "output is input"])
+@pytest.mark.parametrize("case", ["missing", "not an image", "corrupt", "truncated", "all NaN", "5 bands",
+                                  "output is input"])
 def test_cli_errors_are_one_line_without_traceback(tiny_model_path: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture, case: str) -> None:
     src, dst, match = _case(tmp_path, case)
@@ -402,6 +403,19 @@ def test_cli_errors_are_one_line_without_traceback(tiny_model_path: Path, tmp_pa
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("sarcolor: error: ") and "Traceback" not in err
     assert __import__("re").search(match, err)
+
+
+def test_cli_process_prints_only_its_own_error_line(tiny_model_path: Path, tmp_path: Path) -> None:
+    """In a real process (pytest's log capture hides this), GDAL's own message for a non-image file must not
+    add a second line to sarcolor's one-line error."""
+    import subprocess
+    import sys
+
+    src, dst, _ = _case(tmp_path, "not an image")
+    run = subprocess.run([sys.executable, "-m", "sarcolor", "colorize", str(src), "-o", str(dst), "--model",
+                          str(tiny_model_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("sarcolor: error: "), run.stderr
 
 
 # ------------------------------------------------------------------------------------------------
