@@ -145,10 +145,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _gdal_env():
-    """GDAL options for reading uploads: never list or probe the folder for sidecar files."""
-    import rasterio
+    """sarcolor's GDAL settings (bounded cache, truncated files fail), plus for uploads: never list or probe
+    the folder for sidecar files."""
+    from .raster import gdal_env
 
-    return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_PAM_ENABLED="NO")
+    return gdal_env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_PAM_ENABLED="NO")
 
 
 def safe_stem(filename: str | None) -> str:
