@@ -42,7 +42,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from .errors import SarColorError
-from .preprocess import SCALES, model_input, scene_stats
+from .preprocess import SCALES, scene_input
 from .raster import gdal_env  # the same GDAL settings as inference: truncated PNG/JPEG fail loudly
 
 log = logging.getLogger("sarcolor")
@@ -500,8 +500,7 @@ class CropDataset(torch.utils.data.Dataset):
             valid = sar_valid & opt_valid & (opt.max(axis=2) > 0)  # black optical = no data (scene borders)
             if not valid.any():
                 raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
-            stats = scene_stats(sar, valid, scale)
-            x = model_input(np.where(valid, sar, np.median(sar[valid])), stats, input_norm, 1)[0]
+            x = scene_input(sar, valid, scale, input_norm, 1)[0]
             self.items.append((x.astype(np.float16), opt, valid))
         areas = np.array([it[0].size for it in self.items], dtype=np.float64)
         self.weights = areas / areas.sum()  # big scenes are sampled in proportion to their area

@@ -94,3 +94,12 @@ def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: i
         raise SarColorError(f"unknown input normalisation {input_norm!r}")
     x = x.astype(np.float32)
     return np.repeat(x[None], channels, axis=0)
+
+
+def scene_input(raw: np.ndarray, valid: np.ndarray, scale: str, input_norm: str, channels: int) -> np.ndarray:
+    """A whole (in-memory) scene -> model input: its own statistics, invalid pixels filled with the median of
+    the valid ones (so nodata never pulls its neighbours' colour), then ``model_input``. The tiled engine does
+    the same per tile with statistics from the whole scene."""
+    stats = scene_stats(raw, valid, scale)
+    filled = np.where(valid, raw, np.median(raw[valid]))
+    return model_input(filled, stats, input_norm, channels)

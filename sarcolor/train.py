@@ -44,7 +44,7 @@ from .models import (
     save_model,
     seed_config,
 )
-from .preprocess import model_input, scene_stats
+from .preprocess import scene_input
 
 log = logging.getLogger("sarcolor")
 
@@ -410,14 +410,13 @@ def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
         valid = sv & ov
         if not valid.any():
             raise SarColorError(f"validation pair {ref.name}: no valid pixel")
-        stats = scene_stats(sar, valid, scale)
         h, w = sar.shape
         s = min(size, h, w) // multiple * multiple  # the model takes multiples of this
         if s == 0:
             raise SarColorError(f"validation pair {ref.name}: {w}x{h} is smaller than the model's "
                                 f"{multiple} px multiple")
         r, c = (h - s) // 2, (w - s) // 2
-        x = model_input(np.where(valid, sar, np.median(sar[valid])), stats, mcfg.input_norm, mcfg.in_channels)
+        x = scene_input(sar, valid, scale, mcfg.input_norm, mcfg.in_channels)
         items.append((torch.from_numpy(x[:, r:r + s, c:c + s].copy())[None], opt[r:r + s, c:c + s]))
     return items
 
