@@ -30,6 +30,7 @@ class ModelConfig:
     width: int = 24  # channels at the first (1/2-resolution) level; doubles per level
     enc_depths: tuple[int, ...] = (1, 2, 3, 4)  # blocks per level at 1/2, 1/4, 1/8, 1/16 resolution
     expand: int = 2  # inverted-residual expansion factor
+    norm: str = "batch"  # sarcolornet blocks: "batch" (BatchNorm), "layer" (per-pixel LayerNorm) or "none"
     input_norm: str = "logpct"  # "logpct": log + scene percentile stretch; "seed": 8-bit/127.5-1
     polarisation: str = "VH"  # the polarisation the model was trained on (picked from dual-pol inputs)
     tile: int = 512  # inference tile size (pixels)
@@ -59,13 +60,39 @@ def seed_config() -> ModelConfig:
 # --------------------------------------------------------------------------------------------------
 # sarcolornet: a compact U-Net of inverted-residual (depthwise-separable) blocks, resize-conv upsampling
 # --------------------------------------------------------------------------------------------------
-class Block(nn.Module):
-    """Depthwise 3x3 (optionally dilated) -> BN -> pointwise expand -> GELU -> pointwise project, residual."""
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel (NAFNet's LayerNorm2d). Unlike BatchNorm it behaves the same
+    in training and inference and never mixes statistics across images or tiles."""
 
-    def __init__(self, c: int, expand: int = 2, dilation: int = 1) -> None:
+    def __init__(self, c: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.dw = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, groups=c, bias=False)
-        self.bn = nn.BatchNorm2d(c)
+        self.weight = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(1, keepdim=True)
+        d = x - mu
+        return d * torch.rsqrt(d.pow(2).mean(1, keepdim=True) + self.eps) * self.weight + self.bias
+
+
+def _norm(kind: str, c: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(c)
+    if kind == "layer":
+        return ChannelNorm(c)
+    if kind == "none":
+        return nn.Identity()
+    raise SarColorError(f"unknown norm {kind!r} (expected batch, layer or none)")
+
+
+class Block(nn.Module):
+    """Depthwise 3x3 (optionally dilated) -> norm -> pointwise expand -> GELU -> pointwise project, residual."""
+
+    def __init__(self, c: int, expand: int = 2, dilation: int = 1, norm: str = "batch") -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, groups=c, bias=norm != "batch")
+        self.bn = _norm(norm, c)
         self.pw1 = nn.Conv2d(c, c * expand, 1)
         self.pw2 = nn.Conv2d(c * expand, c, 1)
         # Small residual scale keeps the deep stack stable at the start of training.
@@ -97,7 +124,7 @@ class SarColorNet(nn.Module):
             # Dilations at the coarsest level widen the receptive field for context, without global pooling
             # (a global op would make colours depend on the tile and show as seams).
             dil = ([1, 2, 4, 8][:n] + [1] * n)[:n] if last else [1] * n
-            self.enc.append(nn.Sequential(*[Block(c, e, dl) for dl in dil]))
+            self.enc.append(nn.Sequential(*[Block(c, e, dl, cfg.norm) for dl in dil]))
             if not last:
                 self.downs.append(nn.Conv2d(c, chans[i + 1], 2, stride=2))
         self.ups = nn.ModuleList()
@@ -105,7 +132,7 @@ class SarColorNet(nn.Module):
         for i in range(len(d) - 1, 0, -1):
             self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
             # No block at the finest level: it would cost a quarter of the full-resolution pixel count.
-            self.dec.append(Block(chans[i - 1], e) if i > 1 else nn.Identity())
+            self.dec.append(Block(chans[i - 1], e, norm=cfg.norm) if i > 1 else nn.Identity())
         self.head = nn.Sequential(nn.Conv2d(chans[0], 12, 3, padding=1), nn.PixelShuffle(2))
 
     @property

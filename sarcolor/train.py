@@ -55,6 +55,7 @@ DEFAULTS: dict = {
     "data": {},
     "train": {
         "loss": "sarcolor",  # "sarcolor" or "pix2pix"
+        "loss_weights": {"ssim": 0.5, "lab": 1.0, "chroma": 2.0},  # sarcolor loss: L1 + these x (1-SSIM, Lab, chroma)
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
         "batch_size": 8, "crop": 256, "samples_per_epoch": 4000, "augment": True,
@@ -66,7 +67,7 @@ DEFAULTS: dict = {
 # Settings that change what a run computes; a resume with other values warns (it will not match the run).
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
                "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
-               "train.betas", "train.ema", "train.gan_weight")
+               "train.betas", "train.ema", "train.gan_weight", "train.loss_weights")
 DIGEST_ENV = "SARCOLOR_RANK_DIGEST"  # a folder: each rank writes rank<N>.json (weights hash, losses) at the end
 
 
@@ -196,7 +197,7 @@ def _model_card(mcfg: ModelConfig, meta: dict, n_params: int, log_csv: Path | No
         with open(log_csv, newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("val_psnr")]
         if rows:
-            r = rows[-1]
+            r = next((r for r in rows if r["step"] == str(meta.get("step"))), rows[-1])
             last_val = (f"- Validation at step {r['step']} (EMA weights, centre crops of the held-out split): "
                         f"PSNR {r['val_psnr']} dB, SSIM {r['val_ssim']}, CIEDE2000 {r['val_ciede2000']}\n")
     public = {k: v for k, v in cfg.items() if not k.startswith("_")}
@@ -292,6 +293,8 @@ class Trainer:
                  gen_state: dict[str, torch.Tensor] | None = None) -> None:
         if tc["loss"] not in ("sarcolor", "pix2pix"):
             raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor or pix2pix")
+        if tc["loss"] == "sarcolor" and set(tc["loss_weights"]) != {"ssim", "lab", "chroma"}:
+            raise SarColorError(f"train.loss_weights {tc['loss_weights']}: give ssim, lab and chroma")
         self.mcfg, self.tc, self.device = mcfg, tc, device
         self.gen = build_model(mcfg).to(device)
         if gen_state is not None:
@@ -358,7 +361,8 @@ class Trainer:
         if self.pix2pix:
             parts = losses.pix2pix_generator_loss(d_fake, pred, y)
         else:
-            parts = losses.sarcolor_loss(pred, y, v)
+            w = tc["loss_weights"]
+            parts = losses.sarcolor_loss(pred, y, v, w_ssim=w["ssim"], w_lab=w["lab"], w_chroma=w["chroma"])
             if self.disc is not None:
                 parts["gan"] = losses.bce_gan(d_fake, True)
                 parts["total"] = parts["total"] + tc["gan_weight"] * parts["gan"]
@@ -468,6 +472,15 @@ def _trim_log(csv_path: Path, step: int) -> None:
     tmp.replace(csv_path)
 
 
+def _best_val(csv_path: Path) -> float:
+    """The lowest validation CIEDE2000 logged so far (inf if none): where ``best.safetensors`` stands."""
+    if not csv_path.is_file():
+        return math.inf
+    with open(csv_path, newline="") as f:
+        vals = [float(r["val_ciede2000"]) for r in csv.DictReader(f) if r.get("val_ciede2000")]
+    return min(vals, default=math.inf)
+
+
 def _warn_changed(saved: dict, cfg: dict) -> None:
     saved = _merge(DEFAULTS, saved)  # a checkpoint from an older version lacks options added since
     changed = [k for k in _TRAJECTORY if _get(saved, k) != _get(json.loads(json.dumps(cfg, default=str)), k)]
@@ -561,6 +574,17 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
         except Exception:  # tensorboard is optional
             tb = None
+    # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
+    # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
+    best = _best_val(csv_path) if rank == 0 else math.inf
+
+    def keep_if_best(scores: dict[str, float]) -> None:
+        nonlocal best
+        if scores["ciede2000"] < best:
+            best = scores["ciede2000"]
+            meta_ = {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json(),
+                     "val": scores}
+            save_checkpoint(run_dir / "best.safetensors", {"ema": trainer.ema}, {}, meta_)
 
     def checkpoint() -> None:
         if rank != 0:
@@ -616,6 +640,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
                 if val_items and step % tc["val_every"] == 0:
                     row = row or {"step": step, "elapsed_s": round(elapsed, 1)}
                     scores = validate(trainer.ema, val_items, device)
+                    keep_if_best(scores)
                     row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
                     log.info("step %d: %s", step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
                 if row and rank == 0:
@@ -643,6 +668,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
         log.warning("stopped by SIGTERM at step %d; `--resume` continues", step)
     if rank == 0 and val_items and step % tc["val_every"] != 0:
         scores = validate(trainer.ema, val_items, device)
+        keep_if_best(scores)
         with open(csv_path, "a", newline="") as f:
             csv.DictWriter(f, _CSV_FIELDS).writerow({"step": step, "elapsed_s": round(elapsed, 1),
                                                     **{f"val_{k}": round(s, 4) for k, s in scores.items()}})

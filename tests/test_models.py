@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from torch import nn
 
 from sarcolor.errors import SarColorError
 from sarcolor.models import (
+    Block,
+    ChannelNorm,
     ModelConfig,
     PatchDiscriminator,
     Pix2PixUNet,
@@ -79,6 +82,36 @@ def test_sarcolornet_any_size(cfg: ModelConfig, hw: tuple[int, int]) -> None:
     with torch.no_grad():
         y = net(torch.rand(2, 1, *hw) * 2 - 1)
     assert y.shape == (2, 3, *hw) and y.abs().max() <= 1
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+def test_norm_choice(norm: str) -> None:
+    net = SarColorNet(replace(TINY, norm=norm))
+    kinds = {type(b.bn).__name__ for b in net.modules() if isinstance(b, Block)}
+    assert kinds == {"batch": {"BatchNorm2d"}, "layer": {"ChannelNorm"}, "none": {"Identity"}}[norm]
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        train_out = net.train()(x)
+        eval_out = net.eval()(x)
+    # Only BatchNorm behaves differently in training (batch statistics) and inference (running statistics);
+    # the per-pixel norm makes a tile's colour independent of the other tiles in its batch.
+    assert torch.allclose(train_out, eval_out, atol=1e-6) == (norm != "batch")
+    with torch.no_grad():
+        assert torch.allclose(net(x[:1]), net(x)[:1], atol=1e-6)
+
+
+def test_channel_norm_normalises_each_pixel() -> None:
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    y = ChannelNorm(6)(x)
+    assert torch.allclose(y.mean(1), torch.zeros(2, 5, 7), atol=1e-5)
+    assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 5, 7), atol=1e-3)
+    assert torch.allclose(y, torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6).permute(0, 3, 1, 2),
+                          atol=1e-5)
+
+
+def test_unknown_norm() -> None:
+    with pytest.raises(SarColorError, match="unknown norm 'group'"):
+        SarColorNet(replace(TINY, norm="group"))
 
 
 def test_default_sarcolornet_is_small() -> None:

@@ -100,6 +100,29 @@ def test_run_writes_everything(tmp_path: Path, data_dir: Path) -> None:
     assert mcfg.width == 8 and mcfg.name == "tiny"
 
 
+def test_best_validation_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = run(make_config(tmp_path, data_dir, steps=15))
+    rows = [r for r in read_log(run_dir) if r["val_ciede2000"]]
+    best_row = min(rows, key=lambda r: float(r["val_ciede2000"]))
+    tensors, meta = load_checkpoint(run_dir / "best.safetensors")
+    assert meta["step"] == int(best_row["step"])
+    assert round(meta["val"]["ciede2000"], 4) == float(best_row["val_ciede2000"])
+    assert {k.split("/")[0] for k in tensors} == {"ema", "rng"}  # weights only, no optimiser state
+    out = tmp_path / "best-model.safetensors"
+    export_checkpoint(run_dir / "best.safetensors", out)
+    card = read_metadata(out)["model_card"]
+    assert f"Validation at step {best_row['step']} " in card
+    load_model(out)
+
+
+def test_loss_weights_are_configurable(tmp_path: Path, data_dir: Path) -> None:
+    a = run(make_config(tmp_path / "a", data_dir, steps=3))
+    b = run(make_config(tmp_path / "b", data_dir, steps=3, loss_weights={"ssim": 0.5, "lab": 1.0, "chroma": 0.0}))
+    assert float(read_log(a)[0]["loss"]) != float(read_log(b)[0]["loss"])
+    with pytest.raises(SarColorError, match="train.loss_weights .*give ssim, lab and chroma"):
+        run(make_config(tmp_path / "c", data_dir, steps=3, loss_weights={"colour": 1.0}))
+
+
 def test_same_seed_same_run(tmp_path: Path, data_dir: Path) -> None:
     a = run(make_config(tmp_path / "a", data_dir, steps=4))
     b = run(make_config(tmp_path / "b", data_dir, steps=4))
