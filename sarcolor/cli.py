@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. steps=500 data.root=...)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run folder")
     t.add_argument("--init", help="start from a model: 'default' or a checkpoint / .safetensors path")
+    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: the GPU when PyTorch sees one (under torchrun: one GPU per process)")
     t.add_argument("-q", "--quiet", action="store_true")
 
     e = sub.add_parser("evaluate", help="score models and baselines on SAR/optical pairs")
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train import train_from_cli
 
-        return train_from_cli(args.config, args.overrides, resume=args.resume, init=args.init, quiet=args.quiet)
+        return train_from_cli(args.config, args.overrides, resume=args.resume, init=args.init, quiet=args.quiet,
+                              device=args.device)
     if args.command == "evaluate":
         from .evaluate import evaluate_from_cli
 

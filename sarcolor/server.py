@@ -480,6 +480,34 @@ def _load(model: Any, device: str) -> tuple[Any, Any, str, str]:
     return module, cfg, name, card
 
 
+def _api_docs_html(spec: dict) -> str:
+    """A self-contained API reference from the OpenAPI schema (works offline; the raw schema is /openapi.json)."""
+    from html import escape
+
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(spec['info']['title'])} "
+           "HTTP API</title><link rel='stylesheet' href='/static/app.css'></head><body><main>",
+           f"<h1>{escape(spec['info']['title'])} HTTP API {escape(spec['info']['version'])}</h1>",
+           f"<p>{escape(spec['info'].get('description', ''))}</p>",
+           "<p>Machine-readable schema: <a href='/openapi.json'>/openapi.json</a>. Errors are JSON: "
+           "<code>{\"detail\": \"...\"}</code>.</p>"]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            out.append(f"<h2><code>{method.upper()} {escape(path)}</code></h2><p>{escape(op.get('summary', ''))}</p>")
+            if op.get("description"):
+                out.append(f"<p>{escape(op['description'])}</p>")
+            params = [(p["name"], p["in"], p.get("description", "")) for p in op.get("parameters", [])]
+            body = op.get("requestBody", {}).get("content", {})
+            if "multipart/form-data" in body:
+                params.append(("file", "form-data", "the SAR image to upload"))
+            if params:
+                out.append("<ul>" + "".join(f"<li><code>{escape(n)}</code> ({escape(w)}) {escape(d)}</li>"
+                                            for n, w, d in params) + "</ul>")
+            codes = ", ".join(f"{c} {escape(r.get('description', ''))}" for c, r in op.get("responses", {}).items())
+            out.append(f"<p class='small'>Responses: {codes}</p>")
+    out.append("</main></body></html>")
+    return "\n".join(out)
+
+
 def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixels: float = 400e6,
                workers: int = 1, ttl: float = 3600.0, sync_max_pixels: int = 2048 * 2048,
                preview_max: int = 4096, max_queue: int = 64, device: str = "auto") -> FastAPI:
@@ -520,7 +548,8 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         yield
         jobs.close()
 
-    app = FastAPI(title="sarcolor", version=_version(), lifespan=lifespan,
+    # FastAPI's Swagger page loads its JavaScript from a CDN (blank offline); /docs is served by _api_docs_html.
+    app = FastAPI(title="sarcolor", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Colorize SAR images (PNG, JPEG, GeoTIFF). Small images are answered with the "
                               "PNG; large scenes, or `?async=1`, with a job to poll.")
     app.state.jobs = jobs
@@ -567,6 +596,11 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
         return _static("index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> Response:
+        return Response(_api_docs_html(app.openapi()), media_type="text/html",
+                        headers={"Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff"})
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static_file(name: str) -> Response:

@@ -686,8 +686,9 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     return run_dir
 
 
-def train_from_cli(config: str, overrides: list[str], *, resume: bool, init: str | None, quiet: bool) -> int:
+def train_from_cli(config: str, overrides: list[str], *, resume: bool, init: str | None, quiet: bool,
+                   device: str = "auto") -> int:
     cfg = resolve_config(config, overrides)
-    run_dir = train(cfg, resume=resume, init=init, quiet=quiet)
+    run_dir = train(cfg, resume=resume, init=init, quiet=quiet, device_pref=device)
     log.info("done: %s (export with `sarcolor export %s -o MODEL.safetensors`)", run_dir, run_dir)
     return 0

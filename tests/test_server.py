@@ -328,7 +328,11 @@ def test_page_static_and_docs(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
     assert client.get("/static/../server.py").status_code == 404
     assert client.get("/static/nope.js").status_code == 404
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    # Self-contained (no CDN script: analysts' machines are often offline) and generated from the real routes.
+    assert "<script" not in docs.text and "cdn" not in docs.text.lower()
+    assert "<code>POST /api/colorize</code>" in docs.text and "<code>GET /api/jobs/{job_id}</code>" in docs.text
     spec = client.get("/openapi.json").json()
     assert {"/api/colorize", "/api/jobs/{job_id}", "/api/model", "/api/health"} <= set(spec["paths"])
 

@@ -253,6 +253,11 @@ def test_cli_train(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert cli.main(["train", "--config", str(cfg), "-q", "train.steps"]) == 2
     assert "expected key=value" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(cfg), "--device", "cpu", "run_dir=run-cpu", "train.steps=1", "-q"]) == 0
+    assert (tmp_path / "run-cpu" / "model.safetensors").is_file()
+    if not torch.cuda.is_available():
+        assert cli.main(["train", "--config", str(cfg), "--device", "cuda", "run_dir=run-gpu", "-q"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.slow
