@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
     x.add_argument("checkpoint", help="training checkpoint folder or file")
     x.add_argument("-o", "--output", required=True, help="output .safetensors")
+    x.add_argument("--tile", type=int, help="inference tile size (px) to store in the model (default: the run's)")
 
     s = sub.add_parser("serve", help="start the web page and HTTP API")
     s.add_argument("--host", default="127.0.0.1")
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from .train import export_checkpoint
 
-        export_checkpoint(args.checkpoint, args.output)
+        export_checkpoint(args.checkpoint, args.output, tile=args.tile)
         return 0
     if args.command == "serve":
         from .server import serve

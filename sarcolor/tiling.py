@@ -43,10 +43,17 @@ def axis_starts(n: int, tile: int, overlap: int) -> list[int]:
 
 def best_tile(height: int, width: int, tile: int, overlap: int, multiple: int, slack: float = 1.25) -> int:
     """The tile size in [tile, slack * tile] (a whole multiple) that covers the image with the fewest pixels
-    run through the model: e.g. a 1024 px side takes 2 tiles of 544 instead of 3 of 512 (edge tiles shifted
-    inward overlap a lot). A model with a large multiple (the seed's 128) keeps its tile size."""
+    run through the model: e.g. a 1200 px side takes 2 tiles of 640 instead of 3 of 512 (edge tiles shifted
+    inward overlap a lot); a scene of at most 2 x tile a side (a 1024 x 1024 scene) is one tile.
+    A model with a large multiple (the seed's 128) keeps its tile size."""
     best, best_cost = tile, None
-    for t in range(tile, max(tile, int(tile * slack)) + 1, multiple):
+    candidates = list(range(tile, max(tile, int(tile * slack)) + 1, multiple))
+    whole = -(-max(height, width) // multiple) * multiple
+    if tile < whole <= 2 * tile:
+        # A scene of up to two tiles a side goes through as one tile: no overlap to redo, the most context,
+        # and memory stays bounded (at most (2 x tile)^2 pixels, whatever the scene).
+        candidates.append(whole)
+    for t in candidates:
         n_tiles = len(axis_starts(height, t, overlap)) * len(axis_starts(width, t, overlap))
         cost = n_tiles * min(t, height) * min(t, width)
         if best_cost is None or cost < best_cost:

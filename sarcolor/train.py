@@ -212,8 +212,11 @@ def _model_card(mcfg: ModelConfig, meta: dict, n_params: int, log_csv: Path | No
             "## Intended use\n\nTODO\n\n## Limitations\n\nTODO (regions, seasons and sensors not in the data)\n")
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path) -> None:
-    """Write the inference-only model (EMA generator + config + model card stub) as safetensors."""
+def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | None = None) -> None:
+    """Write the inference-only model (EMA generator + config + model card stub) as safetensors.
+
+    ``tile`` replaces the inference tile size stored with the model (training never uses it): larger tiles
+    redo less overlap and give each pixel more context, at more memory per tile."""
     ck = _checkpoint_file(checkpoint)
     if not ck.is_file():
         raise SarColorError(f"{checkpoint}: no checkpoint found")
@@ -224,6 +227,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> None:
         raise SarColorError(f"{out.parent}: output folder does not exist")
     tensors, meta = load_checkpoint(ck)
     mcfg = ModelConfig.from_json(meta["model_config"])
+    if tile is not None:
+        if tile < 2 * mcfg.overlap or tile > 4096:
+            raise SarColorError(f"--tile {tile}: use {2 * mcfg.overlap} to 4096 px (overlap is {mcfg.overlap} px)")
+        mcfg = replace(mcfg, tile=tile)
     model = build_model(mcfg)
     model.load_state_dict(_sub(tensors, "ema"))
     save_model(out, model, mcfg, card=_model_card(mcfg, meta, count_params(model), ck.parent / "log.csv"))

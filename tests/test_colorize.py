@@ -305,9 +305,9 @@ def test_png_output_warns_once_that_georeferencing_is_lost(tiny, tmp_path: Path,
 
 def test_progress_callback_reports_tiles(tiny, tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
-    colorize_file(write_geotiff(tmp_path / "in.tif", sar_db(100, 100)), tmp_path / "o.tif", *tiny,
+    colorize_file(write_geotiff(tmp_path / "in.tif", sar_db(150, 150)), tmp_path / "o.tif", *tiny,
                   progress=lambda done, total: calls.append((done, total)))
-    assert calls[-1] == (4, 4) and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    assert calls[-1] == (9, 9) and [c[0] for c in calls] == sorted(c[0] for c in calls)
 
 
 def test_failure_mid_scene_leaves_no_output(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -138,8 +138,11 @@ def test_accumulator_rejects_tiles_above_flushed_rows() -> None:
 def test_best_tile_covers_with_fewer_model_pixels() -> None:
     from sarcolor.tiling import best_tile
 
-    # 1024 px: 3 tiles of 512 (edge tile shifted inward) cost 2.25x the image; 2 tiles of 544 cost 1.13x.
-    assert best_tile(1024, 1024, 512, 64, 16) == 544
+    # 1200 px: 3 tiles of 512 (edge tile shifted inward) cost about 2x the image; 2 tiles of 640 cost 1.14x.
+    assert best_tile(1200, 1200, 512, 64, 16) == 640  # 2 x 2 tiles instead of 3 x 3 of 512
+    assert best_tile(1024, 1024, 512, 64, 16) == 1024  # up to 2 tiles a side: the whole scene is one tile
+    assert best_tile(1000, 1010, 512, 64, 16) == 1024
+    assert best_tile(1024, 1100, 512, 64, 16) <= 640  # larger: never a tile over 1.25 x the configured size
     assert best_tile(300, 300, 512, 64, 16) == 512  # one tile either way: keep the configured size
     assert best_tile(1024, 1024, 128, 32, 128) == 128  # the seed's multiple is its tile: unchanged
     t = best_tile(20000, 20000, 512, 64, 16)

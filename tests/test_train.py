@@ -194,6 +194,10 @@ def test_export_then_load(tmp_path: Path, data_dir: Path) -> None:
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 20, 20)).shape == (1, 3, 20, 20)
     export_checkpoint(run_dir / "checkpoint.safetensors", tmp_path / "again.safetensors")
+    assert cli.main(["export", str(run_dir), "-o", str(tmp_path / "t.safetensors"), "--tile", "256"]) == 0
+    assert load_model(tmp_path / "t.safetensors")[1].tile == 256 and mcfg.tile != 256
+    with pytest.raises(SarColorError, match="--tile 8: use 128 to 4096 px"):
+        export_checkpoint(run_dir, tmp_path / "t2.safetensors", tile=8)
     with pytest.raises(SarColorError, match="no checkpoint found"):
         export_checkpoint(tmp_path / "nowhere", out)
     with pytest.raises(SarColorError, match="output folder does not exist"):
