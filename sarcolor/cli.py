@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", help="training checkpoint folder or file")
     x.add_argument("-o", "--output", required=True, help="output .safetensors")
     x.add_argument("--tile", type=int, help="inference tile size (px) to store in the model (default: the run's)")
+    x.add_argument("--card", help="a Markdown model card to embed (default: a generated summary of the run)")
 
     s = sub.add_parser("serve", help="start the web page and HTTP API")
     s.add_argument("--host", default="127.0.0.1")
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from .train import export_checkpoint
 
-        export_checkpoint(args.checkpoint, args.output, tile=args.tile)
+        export_checkpoint(args.checkpoint, args.output, tile=args.tile, card=args.card)
         return 0
     if args.command == "serve":
         from .server import serve

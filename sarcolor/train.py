@@ -212,11 +212,13 @@ def _model_card(mcfg: ModelConfig, meta: dict, n_params: int, log_csv: Path | No
             "## Intended use\n\nTODO\n\n## Limitations\n\nTODO (regions, seasons and sensors not in the data)\n")
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | None = None) -> None:
+def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | None = None,
+                      card: str | Path | None = None) -> None:
     """Write the inference-only model (EMA generator + config + model card stub) as safetensors.
 
     ``tile`` replaces the inference tile size stored with the model (training never uses it): larger tiles
-    redo less overlap and give each pixel more context, at more memory per tile."""
+    redo less overlap and give each pixel more context, at more memory per tile. ``card``: a Markdown file
+    embedded as the model card instead of the generated summary."""
     ck = _checkpoint_file(checkpoint)
     if not ck.is_file():
         raise SarColorError(f"{checkpoint}: no checkpoint found")
@@ -225,6 +227,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
         raise SarColorError(f"{out}: is a folder; give the output .safetensors file name")
     if not out.parent.is_dir():
         raise SarColorError(f"{out.parent}: output folder does not exist")
+    card_text = None
+    if card is not None:
+        try:
+            card_text = Path(card).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SarColorError(f"--card {card}: cannot read it ({exc.__class__.__name__})") from None
     tensors, meta = load_checkpoint(ck)
     mcfg = ModelConfig.from_json(meta["model_config"])
     if tile is not None:
@@ -233,7 +241,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
         mcfg = replace(mcfg, tile=tile)
     model = build_model(mcfg)
     model.load_state_dict(_sub(tensors, "ema"))
-    save_model(out, model, mcfg, card=_model_card(mcfg, meta, count_params(model), ck.parent / "log.csv"))
+    save_model(out, model, mcfg,
+               card=card_text or _model_card(mcfg, meta, count_params(model), ck.parent / "log.csv"))
     log.info("exported %s (step %s) -> %s", ck, meta.get("step"), out)
 
 

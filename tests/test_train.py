@@ -196,6 +196,12 @@ def test_export_then_load(tmp_path: Path, data_dir: Path) -> None:
     export_checkpoint(run_dir / "checkpoint.safetensors", tmp_path / "again.safetensors")
     assert cli.main(["export", str(run_dir), "-o", str(tmp_path / "t.safetensors"), "--tile", "256"]) == 0
     assert load_model(tmp_path / "t.safetensors")[1].tile == 256 and mcfg.tile != 256
+    (tmp_path / "card.md").write_text("# my card\n")
+    card = str(tmp_path / "card.md")
+    assert cli.main(["export", str(run_dir), "-o", str(tmp_path / "c.safetensors"), "--card", card]) == 0
+    assert read_metadata(tmp_path / "c.safetensors")["model_card"] == "# my card\n"
+    assert cli.main(["export", str(run_dir), "-o", str(tmp_path / "d.safetensors"), "--card", "nope.md"]) == 2
+    assert not (tmp_path / "d.safetensors").exists()
     with pytest.raises(SarColorError, match="--tile 8: use 128 to 4096 px"):
         export_checkpoint(run_dir, tmp_path / "t2.safetensors", tile=8)
     with pytest.raises(SarColorError, match="no checkpoint found"):
