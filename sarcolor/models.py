@@ -30,7 +30,7 @@ class ModelConfig:
     width: int = 24  # channels at the first (1/2-resolution) level; doubles per level
     enc_depths: tuple[int, ...] = (1, 2, 3, 4)  # blocks per level at 1/2, 1/4, 1/8, 1/16 resolution
     expand: int = 2  # inverted-residual expansion factor
-    norm: str = "batch"  # sarcolornet blocks: "batch" (BatchNorm), "layer" (per-pixel LayerNorm) or "none"
+    norm: str = "layer"  # sarcolornet blocks: "layer" (per-pixel LayerNorm), "batch" (BatchNorm) or "none"
     input_norm: str = "logpct"  # "logpct": log + scene percentile stretch; "seed": 8-bit/127.5-1
     polarisation: str = "VH"  # the polarisation the model was trained on (picked from dual-pol inputs)
     tile: int = 512  # inference tile size (pixels)
@@ -46,6 +46,7 @@ class ModelConfig:
         raw = json.loads(text)
         known = {f.name for f in fields(cls)}
         raw = {k: v for k, v in raw.items() if k in known}
+        raw.setdefault("norm", "batch")  # written before the option existed: those models used BatchNorm
         if "enc_depths" in raw:
             raw["enc_depths"] = tuple(raw["enc_depths"])
         return cls(**raw)

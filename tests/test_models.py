@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,6 +108,12 @@ def test_channel_norm_normalises_each_pixel() -> None:
     assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 5, 7), atol=1e-3)
     assert torch.allclose(y, torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6).permute(0, 3, 1, 2),
                           atol=1e-5)
+
+
+def test_models_saved_before_the_norm_option_load_with_batchnorm() -> None:
+    old = {k: v for k, v in json.loads(TINY.to_json()).items() if k != "norm"}
+    assert ModelConfig.from_json(json.dumps(old)).norm == "batch"
+    assert ModelConfig.from_json(TINY.to_json()).norm == TINY.norm == "layer"
 
 
 def test_unknown_norm() -> None:
