@@ -91,7 +91,7 @@ def _norm(kind: str, c: int) -> nn.Module:
 class Block(nn.Module):
     """Depthwise 3x3 (optionally dilated) -> norm -> pointwise expand -> GELU -> pointwise project, residual."""
 
-    def __init__(self, c: int, expand: int = 2, dilation: int = 1, norm: str = "batch") -> None:
+    def __init__(self, c: int, expand: int = 2, dilation: int = 1, norm: str = "layer") -> None:
         super().__init__()
         self.dw = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, groups=c, bias=norm != "batch")
         self.bn = _norm(norm, c)
