@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 
@@ -64,12 +67,19 @@ def chroma_match(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     return (chroma(pred) - chroma(target)).abs().mean() / 100
 
 
+# The sarcolor loss's weights beside its L1 term (training's `train.loss_weights` defaults to these).
+SARCOLOR_WEIGHTS: Mapping[str, float] = MappingProxyType({"ssim": 0.5, "lab": 1.0, "chroma": 2.0})
+
+
 def sarcolor_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
-                  w_ssim: float = 0.5, w_lab: float = 1.0, w_chroma: float = 2.0) -> dict[str, torch.Tensor]:
+                  weights: Mapping[str, float] = SARCOLOR_WEIGHTS) -> dict[str, torch.Tensor]:
     """The default model's reconstruction loss: L1 + structure (SSIM) + perceptual colour (Lab) + chroma."""
     parts = {"l1": l1(pred, target, valid), "ssim": ssim_loss(pred, target, valid),
              "lab": lab_l1(pred, target, valid), "chroma": chroma_match(pred, target, valid)}
-    parts["total"] = parts["l1"] + w_ssim * parts["ssim"] + w_lab * parts["lab"] + w_chroma * parts["chroma"]
+    total = parts["l1"]
+    for k in SARCOLOR_WEIGHTS:  # left to right, as the sum was always written: same floats as before
+        total = total + weights[k] * parts[k]
+    parts["total"] = total
     return parts
 
 

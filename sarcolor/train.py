@@ -55,7 +55,7 @@ DEFAULTS: dict = {
     "data": {},
     "train": {
         "loss": "sarcolor",  # "sarcolor" or "pix2pix"
-        "loss_weights": {"ssim": 0.5, "lab": 1.0, "chroma": 2.0},  # sarcolor loss: L1 + these x (1-SSIM, Lab, chroma)
+        "loss_weights": dict(losses.SARCOLOR_WEIGHTS),  # sarcolor loss: L1 + these x (1-SSIM, Lab, chroma)
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
         "batch_size": 8, "crop": 256, "samples_per_epoch": 4000, "augment": True,
@@ -309,8 +309,9 @@ class Trainer:
                  gen_state: dict[str, torch.Tensor] | None = None) -> None:
         if tc["loss"] not in ("sarcolor", "pix2pix"):
             raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor or pix2pix")
-        if tc["loss"] == "sarcolor" and set(tc["loss_weights"]) != {"ssim", "lab", "chroma"}:
-            raise SarColorError(f"train.loss_weights {tc['loss_weights']}: give ssim, lab and chroma")
+        if tc["loss"] == "sarcolor" and set(tc["loss_weights"]) != set(losses.SARCOLOR_WEIGHTS):
+            *first, last = losses.SARCOLOR_WEIGHTS
+            raise SarColorError(f"train.loss_weights {tc['loss_weights']}: give {', '.join(first)} and {last}")
         self.mcfg, self.tc, self.device = mcfg, tc, device
         self.gen = build_model(mcfg).to(device)
         if gen_state is not None:
@@ -377,8 +378,7 @@ class Trainer:
         if self.pix2pix:
             parts = losses.pix2pix_generator_loss(d_fake, pred, y)
         else:
-            w = tc["loss_weights"]
-            parts = losses.sarcolor_loss(pred, y, v, w_ssim=w["ssim"], w_lab=w["lab"], w_chroma=w["chroma"])
+            parts = losses.sarcolor_loss(pred, y, v, tc["loss_weights"])
             if self.disc is not None:
                 parts["gan"] = losses.bce_gan(d_fake, True)
                 parts["total"] = parts["total"] + tc["gan_weight"] * parts["gan"]
@@ -594,18 +594,19 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
     best = _best_val(csv_path) if rank == 0 else math.inf
 
+    def run_meta() -> dict:
+        return {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json()}
+
     def keep_if_best(scores: dict[str, float]) -> None:
         nonlocal best
         if scores["ciede2000"] < best:
             best = scores["ciede2000"]
-            meta_ = {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json(),
-                     "val": scores}
-            save_checkpoint(run_dir / "best.safetensors", {"ema": trainer.ema}, {}, meta_)
+            save_checkpoint(run_dir / "best.safetensors", {"ema": trainer.ema}, {}, run_meta() | {"val": scores})
 
     def checkpoint() -> None:
         if rank != 0:
             return
-        meta_ = {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json()}
+        meta_ = run_meta()
         save_checkpoint(ck_path, trainer.modules(), trainer.optimizers(), meta_)
         save_model(run_dir / "model.safetensors", trainer.ema, mcfg,
                    card=_model_card(mcfg, meta_, count_params(trainer.ema), None))
