@@ -485,8 +485,9 @@ class RGBWriter:
             elif self.driver in ("PNG", "JPEG"):
                 final = _temp_name(self.dst, "out")
                 self.temps.append(final)
-                # zlevel 3: a third of the default 6's time for ~10% larger files.
-                opts = {"quality": 95} if self.driver == "JPEG" else {"zlevel": 3}
+                # zlevel 1: a sixth of the default 6's time for ~17% larger files (zlevel 3: 40% slower than 1
+                # for 7% smaller files); colorized SAR is texture-rich and compresses little either way.
+                opts = {"quality": 95} if self.driver == "JPEG" else {"zlevel": 1}
                 rasterio.shutil.copy(self.tmp, final, driver=self.driver, **opts)
         os.replace(final, self.dst)
         self.temps.remove(final)
