@@ -23,9 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+from sarcolor.train import resolve_config
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "default.yaml"
-# name: overrides of configs/default.yaml. Same steps as the default (4500) unless the variant's cost per step
+# name: overrides of configs/default.yaml. The default's steps (4500) unless the variant's cost per step
 # differs: 256 px crops carry 1.78x the pixels of 192 px ones, width 16 costs about 0.6x width 24.
 VARIANTS: dict[str, list[str]] = {
     "ref": [],
@@ -41,13 +43,6 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def _steps(overrides: list[str]) -> int:
-    for o in overrides:
-        if o.startswith("train.steps="):
-            return int(o.split("=", 1)[1])
-    return 4500
-
-
 class Variant(threading.Thread):
     """One variant: train to 2/3 of its steps, keep that model, resume to the end (``--resume`` is exact)."""
 
@@ -57,7 +52,8 @@ class Variant(threading.Thread):
         self.ov = [o.format(teacher=max(minutes - 1.5, 0.5)) for o in overrides]
         self.cmd = [sys.executable, "-m", "sarcolor", "train", "--config", str(CONFIG), "--device", device, "-q",
                     f"run_dir={runs / name}", "train.threads=1", "train.max_minutes=0", *self.ov]
-        self.snap = 0 if any("max_minutes" in o for o in self.ov) else _steps(self.ov) * 2 // 3
+        tc = resolve_config(CONFIG, self.cmd[self.cmd.index("-q") + 2:])["train"]  # what the run will use
+        self.snap = 0 if tc["max_minutes"] else int(tc["steps"]) * 2 // 3  # a time schedule: no 2/3 point
         self.log = open(runs / f"{name}.log", "w")
 
     def _phase(self, cmd: list[str]) -> int:
