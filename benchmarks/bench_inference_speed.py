@@ -97,5 +97,6 @@ def main() -> None:
         print(f"speed ratio {args.model} / pix2pix-seed: {res[args.model] / res['pix2pix-seed']:.1f}x "
               f"(per round: {rounds[0]:.1f}x .. {rounds[-1]:.1f}x)")
 
+
 if __name__ == "__main__":
     main()

@@ -30,6 +30,9 @@ def _parse_bands(text: str | None) -> list[int] | None:
     return bands
 
 
+DEVICES = ("auto", "cpu", "cuda")  # --device of colorize, train and evaluate
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sarcolor", description="Deep-learning colorization of SAR imagery.")
     p.add_argument("--version", action="version", version=f"sarcolor {_version()}")
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
-    c.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    c.add_argument("--device", default="auto", choices=DEVICES)
     c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
                    help="output format for folder input (default: .tif)")
     c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. steps=500 data.root=...)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run folder")
     t.add_argument("--init", help="start from a model: 'default' or a checkpoint / .safetensors path")
-    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    t.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: the GPU when PyTorch sees one (under torchrun: one GPU per process)")
     t.add_argument("-q", "--quiet", action="store_true")
 
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", default="6",
                    help="contact-sheet rows: a number of random pairs, or comma-separated names (default: 6)")
     e.add_argument("--heatmap", action="store_true", help="also write per-pixel error heatmaps")
-    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    e.add_argument("--device", default="auto", choices=DEVICES)
     e.add_argument("-q", "--quiet", action="store_true")
 
     x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
