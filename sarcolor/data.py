@@ -478,32 +478,60 @@ def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 # ---------------------------------------------------------------------------------- training crops
+PRELOAD_MAX_BYTES = 4 << 30  # "auto" keeps the training pairs in memory up to this estimate (6 bytes a pixel)
+
+
+def _training_arrays(ref: PairRef, input_norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pair as training sees it: model input (H, W) float16 normalised with the whole pair's statistics,
+    optical (H, W, 3) uint8, and the pixels valid in both."""
+    sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
+    valid = sar_valid & opt_valid & (opt.max(axis=2) > 0)  # black optical = no data (scene borders)
+    if not valid.any():
+        raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
+    return scene_input(sar, valid, scale, input_norm, 1)[0].astype(np.float16), opt, valid
+
+
+def _pair_size(ref: PairRef) -> tuple[int, int]:
+    """(height, width) of a pair as read_pair returns it, from its window or the file header."""
+    return (ref.window[2], ref.window[3]) if ref.window else raster_size(ref.sar)
+
+
 class CropDataset(torch.utils.data.Dataset):
-    """Random crops of preloaded pairs. Sample ``i`` of epoch ``e`` depends only on (seed, e, i), so a
+    """Random crops of training pairs. Sample ``i`` of epoch ``e`` depends only on (seed, e, i), so a
     resumed or distributed run sees exactly the same crops in the same order.
+
+    ``preload``: True keeps every prepared pair in memory (fast; about 6 bytes a pixel); False reads and
+    prepares the drawn pair at each sample (memory stays flat, for datasets larger than RAM such as SEN12MS);
+    None decides by the size estimate against ``PRELOAD_MAX_BYTES``. Both give the same samples.
 
     Augmentation is geometric only (flips and 90-degree turns, the same for SAR and optical): SAR intensity
     is a physical measurement, so no colour or brightness jitter is applied to it.
     """
 
     def __init__(self, refs: list[PairRef], *, crop: int, input_norm: str, in_channels: int,
-                 samples_per_epoch: int, seed: int = 0, augment: bool = True) -> None:
+                 samples_per_epoch: int, seed: int = 0, augment: bool = True, preload: bool | None = None
+                 ) -> None:
         self.crop, self.input_norm, self.in_channels = crop, input_norm, in_channels
         self.samples_per_epoch, self.seed, self.augment, self.epoch = samples_per_epoch, seed, augment, 0
-        self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if not refs:
             raise SarColorError("no training pairs")
-        for ref in refs:
-            sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
-            if min(sar.shape) < crop:
-                raise SarColorError(f"{ref.name}: {sar.shape[1]}x{sar.shape[0]} is smaller than the crop {crop}")
-            valid = sar_valid & opt_valid & (opt.max(axis=2) > 0)  # black optical = no data (scene borders)
-            if not valid.any():
-                raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
-            x = scene_input(sar, valid, scale, input_norm, 1)[0]
-            self.items.append((x.astype(np.float16), opt, valid))
-        areas = np.array([it[0].size for it in self.items], dtype=np.float64)
+        self.refs = list(refs)
+        sizes = [_pair_size(ref) for ref in self.refs]
+        for ref, (h, w) in zip(self.refs, sizes, strict=True):
+            if min(h, w) < crop:
+                raise SarColorError(f"{ref.name}: {w}x{h} is smaller than the crop {crop}")
+        areas = np.array([h * w for h, w in sizes], dtype=np.float64)
+        if preload is None:
+            preload = areas.sum() * 6 <= PRELOAD_MAX_BYTES
+            if not preload:
+                log.info("training pairs (~%.1f GiB) are read at each sample, not kept in memory",
+                         areas.sum() * 6 / 2**30)
+        # Preloaded, every pair is checked up front; otherwise each when it is first drawn.
+        self.items = [_training_arrays(ref, input_norm) for ref in self.refs] if preload else None
         self.weights = areas / areas.sum()  # big scenes are sampled in proportion to their area
+
+    def _pair(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.items[k] if self.items is not None else _training_arrays(self.refs[k], self.input_norm)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -514,7 +542,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
         for _ in range(10):  # retry crops that are mostly no-data
-            x, opt, valid = self.items[rng.choice(len(self.items), p=self.weights)]
+            x, opt, valid = self._pair(rng.choice(len(self.refs), p=self.weights))
             r = rng.integers(0, x.shape[0] - self.crop + 1)
             c = rng.integers(0, x.shape[1] - self.crop + 1)
             v = valid[r:r + self.crop, c:c + self.crop]

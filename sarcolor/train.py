@@ -59,6 +59,7 @@ DEFAULTS: dict = {
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
         "batch_size": 8, "crop": 256, "samples_per_epoch": 4000, "augment": True,
+        "preload": "auto",  # keep training pairs in memory: true, false (read per sample) or auto (by size)
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
         "ema": 0.999, "gan_weight": 0.0, "threads": 0,
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
@@ -108,6 +109,7 @@ def resolve_config(path: str | Path, overrides: list[str] = ()) -> dict:
     unknown = set(cfg["train"]) - set(DEFAULTS["train"])
     if unknown:
         raise SarColorError(f"unknown train option(s) {sorted(unknown)}; known: {', '.join(DEFAULTS['train'])}")
+    _preload(cfg["train"]["preload"])  # a bad value fails here, before the run folder is touched
     cfg["_base"] = str(Path(path).resolve().parent)
     return cfg
 
@@ -456,6 +458,15 @@ def validate(model: nn.Module, items: list, device: torch.device) -> dict[str, f
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
+def _preload(value: object) -> bool | None:
+    """train.preload -> CropDataset's preload (None: decide by size)."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return None
+    raise SarColorError(f"train.preload must be true, false or auto, not {value!r}")
+
+
 # ------------------------------------------------------------------------------------------- loop
 def _lr_factor(step: int, tc: dict, elapsed: float = 0.0) -> float:
     """Warm-up then cosine decay. With a wall-time budget (max_minutes), progress is whichever of steps or
@@ -570,7 +581,8 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
         trainer.wrap_ddp()
 
     ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm, in_channels=mcfg.in_channels,
-                     samples_per_epoch=tc["samples_per_epoch"], seed=seed, augment=bool(tc["augment"]))
+                     samples_per_epoch=tc["samples_per_epoch"], seed=seed, augment=bool(tc["augment"]),
+                     preload=_preload(tc["preload"]))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     batches_per_epoch = len(sampler) // bs
     multiple = int(getattr(trainer.gen, "multiple", 1))

@@ -10,7 +10,9 @@ import datagen
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from sarcolor import data as data_module
 from sarcolor.data import (
     CropDataset,
     PairRef,
@@ -407,6 +409,49 @@ def test_crop_larger_than_image_is_reported(tmp_path: Path) -> None:
     refs, _ = _one_pair(tmp_path, size=(20, 40))
     with pytest.raises(SarColorError, match="40x20 is smaller than the crop 32"):
         crop_ds(refs, crop=32)
+
+
+def _mixed_refs(tmp_path: Path) -> list[PairRef]:
+    """PNG pairs, a scene strip (a windowed pair) and GeoTIFF pairs (dB SAR, reflectance optical)."""
+    folders = discover({"root": str(datagen.make_folders(tmp_path / "f", n=2, size=(40, 44)))})
+    scenes = build_splits({"sources": [{"root": str(datagen.make_scenes(tmp_path / "s", {"scene2": (50, 36)}))}],
+                           "val": {"scene_strips": {"scene2": 0.3}}})["train"]
+    geo = discover({"root": str(datagen.make_geotiff(tmp_path / "g"))})
+    assert scenes[0].window is not None and len(geo) == 2
+    return folders + scenes + geo
+
+
+def test_read_per_sample_gives_the_preloaded_samples(tmp_path: Path) -> None:
+    refs = _mixed_refs(tmp_path)
+    kept, read = crop_ds(refs, preload=True), crop_ds(refs, preload=False)
+    assert read.items is None and len(kept.items) == len(refs)  # nothing held in memory when reading
+    assert np.array_equal(kept.weights, read.weights)  # areas from the headers = areas of the arrays
+    for epoch in (0, 1):
+        kept.set_epoch(epoch)
+        read.set_epoch(epoch)
+        for i in range(12):
+            assert all(torch.equal(a, b) for a, b in zip(kept[i], read[i], strict=True))
+
+
+def test_preload_auto_decides_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    refs, _ = _one_pair(tmp_path)  # 40 x 44 px: 10,560 bytes as training holds it
+    assert crop_ds(refs).items is not None
+    monkeypatch.setattr(data_module, "PRELOAD_MAX_BYTES", 10_559)
+    with caplog.at_level(logging.INFO, logger="sarcolor"):
+        assert crop_ds(refs).items is None
+    assert "read at each sample" in caplog.text
+
+
+def test_read_per_sample_reports_a_bad_pair_when_drawn(tmp_path: Path) -> None:
+    root = datagen.make_folders(tmp_path / "d", n=1, size=(40, 44))
+    refs = discover({"root": str(root)})
+    Image.fromarray(np.zeros((40, 44, 3), np.uint8)).save(refs[0].opt)  # all-black optical: no valid pixel
+    ds = crop_ds(refs, preload=False)  # headers are fine: the dataset builds
+    with pytest.raises(SarColorError, match="no pixel is valid in both SAR and optical"):
+        ds[0]
+    with pytest.raises(SarColorError, match="no pixel is valid in both SAR and optical"):
+        crop_ds(refs, preload=True)  # preloaded, the same error comes up front
 
 
 def test_config_files(tmp_path: Path) -> None:
