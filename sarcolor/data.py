@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -491,9 +492,23 @@ def _training_arrays(ref: PairRef, input_norm: str) -> tuple[np.ndarray, np.ndar
     return scene_input(sar, valid, scale, input_norm, 1)[0].astype(np.float16), opt, valid
 
 
-def _pair_size(ref: PairRef) -> tuple[int, int]:
-    """(height, width) of a pair as read_pair returns it, from its window or the file header."""
-    return (ref.window[2], ref.window[3]) if ref.window else raster_size(ref.sar)
+def pair_sizes(pairs: Sequence[PairRef]) -> list[tuple[int, int]]:
+    """(height, width) of each pair as ``read_pair`` returns it, from the headers only: a SAR/optical size
+    mismatch or a window outside its image fails here, before any pixel is read."""
+    sizes = []
+    for ref in pairs:
+        (sh, sw), (oh, ow) = raster_size(ref.sar), raster_size(ref.opt)
+        if (sh, sw) != (oh, ow):
+            raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {sw}x{sh} but optical "
+                                f"{ref.opt.name} is {ow}x{oh} (width x height); fix or remove the pair")
+        if ref.window:
+            r, c, h, w = ref.window
+            if r < 0 or c < 0 or r + h > sh or c + w > sw:
+                raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {sw}x{sh} image")
+            sizes.append((h, w))
+        else:
+            sizes.append((sh, sw))
+    return sizes
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -516,7 +531,7 @@ class CropDataset(torch.utils.data.Dataset):
         if not refs:
             raise SarColorError("no training pairs")
         self.refs = list(refs)
-        sizes = [_pair_size(ref) for ref in self.refs]
+        sizes = pair_sizes(self.refs)  # every pair's headers are checked, even when read per sample
         for ref, (h, w) in zip(self.refs, sizes, strict=True):
             if min(h, w) < crop:
                 raise SarColorError(f"{ref.name}: {w}x{h} is smaller than the crop {crop}")
@@ -526,7 +541,7 @@ class CropDataset(torch.utils.data.Dataset):
             if not preload:
                 log.info("training pairs (~%.1f GiB) are read at each sample, not kept in memory",
                          areas.sum() * 6 / 2**30)
-        # Preloaded, every pair is checked up front; otherwise each when it is first drawn.
+        # Pixels (nodata, damage) are checked up front when preloaded, otherwise when a pair is first drawn.
         self.items = [_training_arrays(ref, input_norm) for ref in self.refs] if preload else None
         self.weights = areas / areas.sum()  # big scenes are sampled in proportion to their area
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import metrics
-from .data import PairRef, build_splits, load_config, raster_size, read_pair
+from .data import PairRef, build_splits, load_config, pair_sizes, read_pair
 from .errors import SarColorError
 from .preprocess import scene_stats, to_db
 
@@ -285,16 +285,10 @@ def select_pairs(config: str | None, data: str | None, split: str | None) -> Sel
 
 def check_sizes(pairs: Sequence[PairRef]) -> None:
     """Fail before any inference if a pair's SAR and optical differ in size (reads headers only)."""
-    for ref in pairs:
-        (sh, sw), (oh, ow) = raster_size(ref.sar), raster_size(ref.opt)
-        if (sh, sw) != (oh, ow):
-            raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {sw}x{sh} but optical "
-                                f"{ref.opt.name} is {ow}x{oh} (width x height); fix or remove the pair, "
-                                "nothing was scored")
-        if ref.window:
-            r, c, h, w = ref.window
-            if r < 0 or c < 0 or r + h > sh or c + w > sw:
-                raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {sw}x{sh} image")
+    try:
+        pair_sizes(pairs)
+    except SarColorError as exc:
+        raise SarColorError(f"{exc}; nothing was scored") from None
 
 
 # ------------------------------------------------------------------------------------------ fitting
