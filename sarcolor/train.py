@@ -585,6 +585,9 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
                      preload=_preload(tc["preload"]))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     batches_per_epoch = len(sampler) // bs
+    # Pairs read per sample are decoded by background workers while the step runs; a sample depends only on
+    # (seed, epoch, index), so the batches are the same as in the process itself.
+    workers = 0 if ds.items is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
     multiple = int(getattr(trainer.gen, "multiple", 1))
     val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if (rank == 0 and splits["val"]) else []
 
@@ -647,7 +650,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
             loader = DataLoader(ds, batch_size=bs, sampler=_Skip(sampler, skip * bs), drop_last=True,
-                                num_workers=0)
+                                num_workers=workers)
             for x, y, v in loader:
                 t0 = time.time()
                 torch.manual_seed(_step_seed(seed, rank, step))
