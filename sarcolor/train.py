@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import losses
+from .colorize import resolve_device
 from .data import CropDataset, PairRef, build_splits, load_config, read_pair, write_split
 from .errors import SarColorError
 from .models import (
@@ -268,9 +269,7 @@ def _load_init(init: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
 # ------------------------------------------------------------------------------------ distributed
 def _dist_setup(device_pref: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() and device_pref != "cpu"
-    if device_pref == "cuda" and not use_cuda:
-        raise SarColorError("--device cuda: no CUDA device available")
+    use_cuda = resolve_device(device_pref).type == "cuda"  # inference's rule and error for auto/cpu/cuda
     if world > 1:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:

@@ -271,7 +271,7 @@ def test_cli_train(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture
     assert (tmp_path / "run-cpu" / "model.safetensors").is_file()
     if not torch.cuda.is_available():
         assert cli.main(["train", "--config", str(cfg), "--device", "cuda", "run_dir=run-gpu", "-q"]) == 2
-        assert "no CUDA device" in capsys.readouterr().err
+        assert "--device cuda: no CUDA GPU is available to PyTorch here" in capsys.readouterr().err
 
 
 @pytest.mark.slow
