@@ -215,7 +215,7 @@ def _tile_input(raw: np.ndarray, valid: np.ndarray, t: Tile, plan: _Plan, cfg: M
     return model_input(tile, plan.stats, cfg.input_norm, cfg.in_channels)
 
 
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """[0, 1] float32 -> uint8, rounding; works in place (full-width strips are large)."""
     rgb *= 255.0
     rgb += 0.5
@@ -252,7 +252,7 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
             y = row[0].y
             done = plan.grid[i + 1][0].y if i + 1 < len(plan.grid) else source.height
             y0, rgb = acc.flush(done)
-            sink(y0, _to_uint8(rgb), valid[y0 - y:done - y])
+            sink(y0, to_uint8(rgb), valid[y0 - y:done - y])
 
 
 def _named(name: str, exc: SarColorError) -> SarColorError:

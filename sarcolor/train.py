@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import losses
-from .colorize import resolve_device
+from .colorize import resolve_device, to_uint8
 from .data import CropDataset, PairRef, build_splits, load_config, read_pair, write_split
 from .errors import SarColorError
 from .models import (
@@ -450,7 +450,7 @@ def validate(model: nn.Module, items: list, device: torch.device) -> dict[str, f
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "ciede2000": []}
     for x, truth in items:
         y = model(x.to(device))[0].float().cpu().numpy().transpose(1, 2, 0)
-        pred = np.clip((y + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        pred = to_uint8((y + 1) * 0.5)  # as colorize writes it: tanh [-1, 1] -> [0, 1] -> rounded uint8
         scores["psnr"].append(psnr(pred, truth))
         scores["ssim"].append(ssim(pred, truth))
         scores["ciede2000"].append(ciede2000(pred, truth))
