@@ -443,16 +443,22 @@ def _sar_band(ref: PairRef, count: int) -> int:
     raise SarColorError(f"{ref.sar}: {count} bands; choose the SAR band with sar_band")
 
 
+def _check_geometry(ref: PairRef, sar_hw: tuple[int, int], opt_hw: tuple[int, int]) -> None:
+    """A pair's SAR and optical must be the same size, and its window (if any) inside them."""
+    (sh, sw), (oh, ow) = sar_hw, opt_hw
+    if (sh, sw) != (oh, ow):
+        raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {sw}x{sh} but optical "
+                            f"{ref.opt.name} is {ow}x{oh} (width x height); fix or remove the pair")
+    if ref.window:
+        r, c, h, w = ref.window
+        if r < 0 or c < 0 or r + h > sh or c + w > sw:
+            raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {sw}x{sh} image")
+
+
 def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """-> sar_raw (H,W) float32, sar_valid (H,W) bool, opt (H,W,3) uint8, opt_valid (H,W) bool, scale."""
     with gdal_env(), _open(ref.sar) as s, _open(ref.opt) as o:
-        if (s.height, s.width) != (o.height, o.width):
-            raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {s.width}x{s.height} but optical "
-                                f"{ref.opt.name} is {o.width}x{o.height} (width x height)")
-        if ref.window:
-            r, c, h, w = ref.window
-            if r < 0 or c < 0 or r + h > s.height or c + w > s.width:
-                raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {s.width}x{s.height} image")
+        _check_geometry(ref, (s.height, s.width), (o.height, o.width))
         sar, sar_mask = _read(s, ref.sar, [_sar_band(ref, s.count)], ref.window)
         sar_dtype = np.dtype(s.dtypes[0])
         opt, opt_mask = _read(o, ref.opt, list(ref.opt_bands), ref.window)
@@ -497,17 +503,9 @@ def pair_sizes(pairs: Sequence[PairRef]) -> list[tuple[int, int]]:
     mismatch or a window outside its image fails here, before any pixel is read."""
     sizes = []
     for ref in pairs:
-        (sh, sw), (oh, ow) = raster_size(ref.sar), raster_size(ref.opt)
-        if (sh, sw) != (oh, ow):
-            raise SarColorError(f"pair {ref.name}: SAR {ref.sar.name} is {sw}x{sh} but optical "
-                                f"{ref.opt.name} is {ow}x{oh} (width x height); fix or remove the pair")
-        if ref.window:
-            r, c, h, w = ref.window
-            if r < 0 or c < 0 or r + h > sh or c + w > sw:
-                raise SarColorError(f"pair {ref.name}: window {ref.window} lies outside the {sw}x{sh} image")
-            sizes.append((h, w))
-        else:
-            sizes.append((sh, sw))
+        sar_hw = raster_size(ref.sar)
+        _check_geometry(ref, sar_hw, raster_size(ref.opt))
+        sizes.append((ref.window[2], ref.window[3]) if ref.window else sar_hw)
     return sizes
 
 
