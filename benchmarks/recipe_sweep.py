@@ -1,6 +1,6 @@
 """Recipe sweep: train variants of a config side by side at the same step budget, then score them all.
 
-Each variant is ``configs/default.yaml`` plus a few ``key=value`` overrides (the same ones ``sarcolor train``
+Each variant is ``configs/colournet.yaml`` plus a few ``key=value`` overrides (the same ones ``sarcolor train``
 takes). All variants train at once (one process each, one torch thread), each keeping its EMA weights at 2/3
 of its steps (``runs/sweep/NAME-2of3.safetensors``) and at the end (``NAME-end.safetensors``); after
 ``--minutes`` the unfinished ones are stopped with SIGTERM (they checkpoint first). Then one ``sarcolor
@@ -26,20 +26,15 @@ from pathlib import Path
 from sarcolor.train import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "default.yaml"
-# name: overrides of configs/default.yaml. The default's steps (4500) unless the variant's cost per step
-# differs: 256 px crops carry 1.78x the pixels of 192 px ones, width 16 costs about 0.6x width 24.
+CONFIG = ROOT / "configs" / "colournet.yaml"
+# name: overrides of configs/colournet.yaml (the colour model), for its ablation: rebalancing of the colour
+# classes, the optical-rendering conditioning, per-source balanced sampling, and width.
 VARIANTS: dict[str, list[str]] = {
     "ref": [],
-    "chroma1": ["train.loss_weights.chroma=1.0"],
-    "ssim15": ["train.loss_weights.ssim=1.5"],
-    "lab2": ["train.loss_weights.lab=2.0"],
-    "wd05": ["train.weight_decay=0.05"],
-    "lr1e3": ["train.lr=1.0e-3"],
-    "c256": ["train.crop=256", "train.steps=2530"],
-    "w16": ["model.width=16", "train.steps=7500"],
-    "w48": ["model.width=48", "train.crop=256", "train.steps=30000", "train.max_minutes={teacher}"],
-    "long": ["train.steps=30000", "train.max_minutes={teacher}"],
+    "norebal": ["train.rebalance=1.0"],  # plain cross-entropy: no weight toward rare colours
+    "norender": ["model.renders=[]"],  # one colour balance for every source
+    "nobalance": ["train.balance_sources=false"],  # sources drawn by area (volkov_s1s2 dominates)
+    "w48": ["model.width=48"],
 }
 
 
@@ -85,6 +80,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=75.0, help="wall-time limit of the training phase")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "sweep"), help="folder of the variants' runs")
     ap.add_argument("--evaluate-only", action="store_true", help="skip training; score the models in --runs")
+    ap.add_argument("--no-evaluate", action="store_true", help="train only (e.g. where the validation data is not)")
     args = ap.parse_args()
     runs = Path(args.runs)
     names = args.only.split(",") if args.only else list(VARIANTS)
@@ -106,6 +102,8 @@ def main() -> None:
             print(f"{n}: {'stopped at the time limit' if v.stopped else 'finished'}", flush=True)
             if (runs / n / "model.safetensors").is_file():  # a flat, distinctly named copy for the report
                 shutil.copyfile(runs / n / "model.safetensors", runs / f"{n}-end.safetensors")
+    if args.no_evaluate:
+        return
     models = [str(p) for n in names for p in (runs / f"{n}-2of3.safetensors", runs / f"{n}-end.safetensors")
               if p.is_file()]
     if not models:

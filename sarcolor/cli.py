@@ -13,6 +13,7 @@ import os
 import sys
 
 from .errors import SarColorError
+from .looks import LOOKS
 from .preprocess import SCALES
 
 log = logging.getLogger("sarcolor")
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True,
                    help="output file (.tif/.tiff -> GeoTIFF, .png/.jpg -> 8-bit RGB), or a folder")
     c.add_argument("--model", default="default", help="shipped model name or .safetensors file (default: default)")
+    c.add_argument("--look", default="sar", choices=LOOKS,
+                   help="sar: lightness from the SAR, colour from the model; optical: the full optical-like "
+                        "prediction (default: sar)")
     c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
         return colorize_paths(args.input, args.output, model=args.model, scale=args.scale,
                               bands=_parse_bands(args.bands), device=args.device, out_ext=args.out_ext,
-                              tta=args.tta, overwrite=args.overwrite, quiet=args.quiet, nodata=args.nodata)
+                              tta=args.tta, overwrite=args.overwrite, quiet=args.quiet, nodata=args.nodata,
+                              look=args.look)
     if args.command == "train":
         from .train import train_from_cli
 

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .errors import SarColorError
-from .models import ModelConfig, load_model, resolve_model_path
+from .looks import check_look
+from .models import ModelConfig, load_model, predict_look, resolve_model_path
 from .preprocess import SCALES, SceneStats, model_input, scene_stats
 from .raster import (
     READ_EXTS,
@@ -142,14 +143,15 @@ def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
         model.train(was_training)
 
 
-def _predict(model: nn.Module, batch: np.ndarray, device: torch.device, tta: bool) -> np.ndarray:
-    """(B, C, h, w) model input -> (B, 3, h, w) float32 RGB in [0, 1]; ``tta`` averages the 4 flips."""
+def _predict(model: nn.Module, cfg: ModelConfig, batch: np.ndarray, device: torch.device, tta: bool,
+             look: str, render: str | None) -> np.ndarray:
+    """(B, C, h, w) model input -> (B, 3, h, w) float32 RGB in [0, 1] in ``look``; ``tta`` averages 4 flips."""
     x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
     flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if tta else [()]
     y = None
     for dims in flips:
         xi = torch.flip(x, dims).contiguous(memory_format=torch.channels_last) if dims else x
-        yi = model(xi)
+        yi = predict_look(model, cfg, xi, look, render)
         yi = torch.flip(yi, dims) if dims else yi
         y = yi if y is None else y + yi
     assert y is not None
@@ -224,7 +226,7 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
-         tta: bool, progress: Progress) -> None:
+         tta: bool, progress: Progress, look: str = "sar", render: str | None = None) -> None:
     device = _model_device(model)
     multiple = int(getattr(model, "multiple", 1))
     th, tw = plan.grid[0][0].h, plan.grid[0][0].w
@@ -242,7 +244,7 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
                 tiles = row[b:b + per_batch]
                 batch = pad_to_multiple(np.stack([_tile_input(raw, valid, t, plan, cfg) for t in tiles]),
                                         multiple)
-                out = _predict(model, batch, device, tta)[:, :, :th, :tw]
+                out = _predict(model, cfg, batch, device, tta, look, render)[:, :, :th, :tw]
                 for t, o in zip(tiles, out, strict=True):
                     acc.add(t, o, window)
                 bar.update(len(tiles))
@@ -261,13 +263,15 @@ def _named(name: str, exc: SarColorError) -> SarColorError:
 
 
 def _colorize_source(source: SarSource, model: nn.Module, cfg: ModelConfig, sink: RowSink, *, scale: str,
-                     tta: bool, progress: Progress, before: Callable[[], None] | None = None) -> SceneInfo:
+                     tta: bool, progress: Progress, before: Callable[[], None] | None = None,
+                     look: str = "sar", render: str | None = None) -> SceneInfo:
     t0 = time.perf_counter()
     try:
+        check_look(look)
         plan = _plan(source, cfg, int(getattr(model, "multiple", 1)), scale)
         if before is not None:
             before()
-        _run(source, model, cfg, plan, sink, tta=tta, progress=progress)
+        _run(source, model, cfg, plan, sink, tta=tta, progress=progress, look=look, render=render)
     except SarColorError as exc:
         raise _named(source.name, exc) from None
     return SceneInfo(source.name, source.width, source.height, source.band, plan.stats.scale,
@@ -297,35 +301,38 @@ def _array_sink(height: int, width: int) -> tuple[np.ndarray, np.ndarray, RowSin
 
 def colorize_with_mask(image: np.ndarray | str | Path, model: ModelLike = "default", *, scale: str = "auto",
                        bands: int | Sequence[int] | None = None, nodata: float | None = None,
-                       device: str | torch.device = "auto", tta: bool = False, progress: Progress = False
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       device: str | torch.device = "auto", tta: bool = False, progress: Progress = False,
+                       look: str = "sar", render: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Colorize an array ((H, W) or (bands, H, W)) or an image file in memory.
 
     Returns (rgb (H, W, 3) uint8, valid (H, W) bool); invalid (NaN / nodata / masked) pixels are black.
+    ``look``: "sar" (lightness from the SAR, colour from the model) or "optical" (the full prediction);
+    ``render``: one of the model's optical renderings (``cfg.renders``; default ``cfg.render``).
     """
     net, cfg = get_model(model, device)
     env = gdal_env() if not isinstance(image, np.ndarray) else nullcontext()
     with env, open_sar(image, bands=_bands_arg(bands), polarisation=cfg.polarisation, nodata=nodata) as src:
         rgb, valid, sink = _array_sink(src.height, src.width)
-        _colorize_source(src, net, cfg, sink, scale=scale, tta=tta, progress=progress)
+        _colorize_source(src, net, cfg, sink, scale=scale, tta=tta, progress=progress, look=look, render=render)
     return rgb, valid
 
 
 def colorize(image: np.ndarray | str | Path, model: ModelLike = "default", *, scale: str = "auto",
              bands: int | Sequence[int] | None = None, nodata: float | None = None,
-             device: str | torch.device = "auto", tta: bool = False, progress: Progress = False
-             ) -> np.ndarray:
+             device: str | torch.device = "auto", tta: bool = False, progress: Progress = False,
+             look: str = "sar", render: str | None = None) -> np.ndarray:
     """Colorize an array ((H, W) or (bands, H, W)) or an image file; returns (H, W, 3) uint8 RGB.
 
     ``model``: a shipped name, a .safetensors path or a (model, cfg) pair. Invalid pixels come out black.
+    ``look``: "sar" (default: the SAR's lightness, the model's colour) or "optical".
     """
     return colorize_with_mask(image, model, scale=scale, bands=bands, nodata=nodata, device=device, tta=tta,
-                              progress=progress)[0]
+                              progress=progress, look=look, render=render)[0]
 
 
 def colorize_array(model: nn.Module, cfg: ModelConfig, sar: np.ndarray, *, valid: np.ndarray | None = None,
                    scale: str = "auto", device: str | torch.device | None = None, tta: bool = False,
-                   progress: Progress = False) -> np.ndarray:
+                   progress: Progress = False, look: str = "sar", render: str | None = None) -> np.ndarray:
     """A loaded model on a 2-D SAR band in raw units (for evaluation): (H, W, 3) uint8, invalid pixels black.
 
     ``valid`` (H, W) bool adds to the NaN mask. Same tiling, statistics and blending as ``sarcolor colorize``.
@@ -333,14 +340,14 @@ def colorize_array(model: nn.Module, cfg: ModelConfig, sar: np.ndarray, *, valid
     net, cfg = get_model((model, cfg), "auto" if device is None else device)
     src = ArraySource(sar, valid=valid, polarisation=cfg.polarisation)
     rgb, _, sink = _array_sink(src.height, src.width)
-    _colorize_source(src, net, cfg, sink, scale=scale, tta=tta, progress=progress)
+    _colorize_source(src, net, cfg, sink, scale=scale, tta=tta, progress=progress, look=look, render=render)
     return rgb
 
 
 def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: ModelConfig, *,
                   scale: str = "auto", bands: int | Sequence[int] | None = None, nodata: float | None = None,
-                  device: str | torch.device | None = None, tta: bool = False, progress: Progress = False
-                  ) -> SceneInfo:
+                  device: str | torch.device | None = None, tta: bool = False, progress: Progress = False,
+                  look: str = "sar", render: str | None = None) -> SceneInfo:
     """Colorize one image file into ``dst``; returns what was done. The output appears only when complete.
 
     .tif/.tiff -> Cloud-Optimized GeoTIFF, 3-band uint8 RGB, nodata=0, the input's CRS/transform (or GCPs,
@@ -350,7 +357,8 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: M
     check_output(src, dst)
     model_obj, cfg = get_model((model_obj, cfg), "auto" if device is None else device)
     georef_kept = output_driver(dst) == "GTiff"
-    tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name} if georef_kept else {}
+    check_look(look)
+    tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name, "SARCOLOR_LOOK": look} if georef_kept else {}
     with gdal_env(), open_sar(src, bands=_bands_arg(bands), polarisation=cfg.polarisation,
                               nodata=nodata) as source:
         writer: RGBWriter | None = None
@@ -368,7 +376,7 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: M
 
         try:
             info = _colorize_source(source, model_obj, cfg, sink, scale=scale, tta=tta, progress=progress,
-                                    before=open_writer)
+                                    before=open_writer, look=look, render=render)
             assert writer is not None
             writer.commit()
         except BaseException:
@@ -397,7 +405,7 @@ def colorize_paths(input: str | Path, output: str | Path, *, model: ModelLike = 
                    scale: str = "auto", bands: Sequence[int] | None = None, device: str = "auto",
                    out_ext: str = ".tif",
                    tta: bool = False, overwrite: bool = False, quiet: bool = False,
-                   nodata: float | None = None) -> int:
+                   nodata: float | None = None, look: str = "sar") -> int:
     """The ``sarcolor colorize`` command: file -> file, or folder -> folder (mirroring the tree).
 
     Returns the exit code: 0, or 1 if any file of a folder failed (each failure is one line on stderr).
@@ -406,7 +414,8 @@ def colorize_paths(input: str | Path, output: str | Path, *, model: ModelLike = 
     src, out = Path(input), Path(output)
     if not src.exists():
         raise SarColorError(f"{src}: no such file or folder")
-    kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta)
+    check_look(look)
+    kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta, look=look)
     with logging_redirect_tqdm():
         if src.is_file():
             if out.is_dir():

@@ -51,7 +51,8 @@ log = logging.getLogger("sarcolor")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 OPT_SCALES = ("8bit", "p99", "fixed")
 SOURCE_KEYS = {"root", "layout", "sar_dir", "opt_dir", "groups_csv", "name_column", "group_column", "split_file",
-               "allow_missing", "sar_band", "sar_scale", "opt_bands", "opt_scale", "opt_max", "exclude"}
+               "allow_missing", "sar_band", "sar_scale", "opt_bands", "opt_scale", "opt_max", "exclude", "name",
+               "render", "group_regex"}
 # Sen1Floods11 ships label rasters named like its SAR (S1OtsuLabelHand); SEN12MS-CR's cloudy optical has no
 # SAR twin of its own. Neither is a training pair.
 DEFAULT_EXCLUDE = ("*Label*", "*label*", "*cloudy*")
@@ -71,6 +72,8 @@ class PairRef:
     opt_scale: str = "8bit"  # "8bit" (as stored), "p99" (per-channel 99th percentile) or "fixed" (/opt_max)
     sar_scale: str = "auto"  # how the SAR values are scaled (preprocess.SCALES); auto: 8-bit or detected
     opt_max: float = 3000.0  # the optical value shown as white with opt_scale "fixed"
+    source: str = ""  # the data source's name (its `name`, else its root folder's): results are read per source
+    render: str = ""  # the source's optical rendering (its colour balance), for models that know several
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -289,7 +292,23 @@ def discover(src: dict, base: Path | None = None) -> list[PairRef]:
     pairs = _LAYOUTS[layout](src, root)
     if not pairs:
         raise SarColorError(f"{root}: no pairs found (layout {layout})")
-    return pairs
+    return [_labelled(p, src, root) for p in pairs]
+
+
+def _labelled(ref: PairRef, src: dict, root: Path) -> PairRef:
+    """A pair with its source's name and rendering, its name under the source's name (one folder can serve as
+    two sources, e.g. the VV and the VH band of the same pairs), and its group from ``group_regex``."""
+    name = str(src.get("name", root.name))
+    pair_name = ref.name
+    if name != root.name and pair_name.startswith(root.name + "/"):
+        pair_name = name + pair_name[len(root.name):]
+    group = ref.group
+    if src.get("group_regex"):
+        m = re.search(str(src["group_regex"]), Path(ref.name).name)
+        if not m or not m.groups():
+            raise SarColorError(f"group_regex {src['group_regex']!r} finds no group in pair name {ref.name!r}")
+        group = m.group(1)
+    return replace(ref, name=pair_name, group=group, source=name, render=str(src.get("render", "")))
 
 
 # ------------------------------------------------------------------------------------------- splits
@@ -522,17 +541,23 @@ class CropDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, refs: list[PairRef], *, crop: int, input_norm: str, in_channels: int,
-                 samples_per_epoch: int, seed: int = 0, augment: bool = True, preload: bool | None = None
-                 ) -> None:
+                 samples_per_epoch: int, seed: int = 0, augment: bool = True, preload: bool | None = None,
+                 renders: Sequence[str] | None = None, balance_sources: bool = False) -> None:
         self.crop, self.input_norm, self.in_channels = crop, input_norm, in_channels
         self.samples_per_epoch, self.seed, self.augment, self.epoch = samples_per_epoch, seed, augment, 0
         if not refs:
             raise SarColorError("no training pairs")
         self.refs = list(refs)
         sizes = pair_sizes(self.refs)  # every pair's headers are checked, even when read per sample
+        # ``renders`` (colournet's; None for the other models): each pair's rendering is passed on as an index
+        # (an empty list: no conditioning, index 0), and pairs smaller than the crop are padded, not refused.
         for ref, (h, w) in zip(self.refs, sizes, strict=True):
-            if min(h, w) < crop:
+            if min(h, w) < crop and renders is None:
                 raise SarColorError(f"{ref.name}: {w}x{h} is smaller than the crop {crop}")
+        unknown = sorted({r.render for r in self.refs} - set(renders)) if renders else []
+        if unknown:
+            raise SarColorError(f"render(s) {unknown} of the training pairs are not in model.renders {list(renders)}")
+        self.render_idx = [list(renders).index(r.render) if renders else 0 for r in self.refs]
         areas = np.array([h * w for h, w in sizes], dtype=np.float64)
         if preload is None:
             preload = areas.sum() * 6 <= PRELOAD_MAX_BYTES
@@ -542,6 +567,11 @@ class CropDataset(torch.utils.data.Dataset):
         # Pixels (nodata, damage) are checked up front when preloaded, otherwise when a pair is first drawn.
         self.items = [_training_arrays(ref, input_norm) for ref in self.refs] if preload else None
         self.weights = areas / areas.sum()  # big scenes are sampled in proportion to their area
+        if balance_sources:  # ... within their source; each source is drawn equally often
+            names = [r.source for r in self.refs]
+            for name in set(names):
+                idx = [i for i, n in enumerate(names) if n == name]
+                self.weights[idx] = areas[idx] / areas[idx].sum() / len(set(names))
 
     def _pair(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.items[k] if self.items is not None else _training_arrays(self.refs[k], self.input_norm)
@@ -552,14 +582,17 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
         for _ in range(10):  # retry crops that are mostly no-data
-            x, opt, valid = self._pair(rng.choice(len(self.refs), p=self.weights))
+            pair = rng.choice(len(self.refs), p=self.weights)
+            x, opt, valid = self._pair(pair)
+            if min(x.shape) < self.crop:  # a small patch: all of it, reflected out to the crop, marked invalid
+                x, opt, valid = _padded(x, opt, valid, self.crop)
             r = rng.integers(0, x.shape[0] - self.crop + 1)
             c = rng.integers(0, x.shape[1] - self.crop + 1)
             v = valid[r:r + self.crop, c:c + self.crop]
-            if v.mean() > 0.9:
+            if v.mean() > 0.9 * valid.mean():
                 break
         xs = x[r:r + self.crop, c:c + self.crop].astype(np.float32)
         ys = opt[r:r + self.crop, c:c + self.crop].astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
@@ -571,4 +604,13 @@ class CropDataset(torch.utils.data.Dataset):
                 xs, ys, vs = (a[..., ::-1] for a in (xs, ys, vs))
         xs = np.repeat(np.ascontiguousarray(xs)[None], self.in_channels, 0)
         return (torch.from_numpy(xs), torch.from_numpy(np.ascontiguousarray(ys)),
-                torch.from_numpy(np.ascontiguousarray(vs)))
+                torch.from_numpy(np.ascontiguousarray(vs)), torch.tensor(self.render_idx[pair]))
+
+
+def _padded(x: np.ndarray, opt: np.ndarray, valid: np.ndarray, size: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pair smaller than the crop, reflected out to at least ``size`` a side; the added pixels are invalid."""
+    ph, pw = max(0, size - x.shape[0]), max(0, size - x.shape[1])
+    pad = ((0, ph), (0, pw))
+    return (np.pad(x, pad, mode="symmetric"), np.pad(opt, pad + ((0, 0),), mode="symmetric"),
+            np.pad(valid, pad, mode="constant"))

@@ -8,11 +8,7 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 
-# sRGB (D65) -> XYZ, and the D65 white point, for a differentiable Lab.
-_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]])
-_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
+from .colour import rgb_to_lab, soft_encode
 
 
 def _masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -20,18 +16,6 @@ def _masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         return x.mean()
     v = valid.expand_as(x)
     return (x * v).sum() / v.sum().clamp_min(1.0)
-
-
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """RGB in [-1, 1] -> CIE Lab (L in [0, 100]), differentiable; matches skimage.color.rgb2lab."""
-    c = ((rgb + 1) / 2).clamp(0, 1)
-    lin = torch.where(c > 0.04045, ((c + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, c / 12.92)
-    xyz = torch.einsum("ij,njhw->nihw", _RGB2XYZ.to(rgb), lin) / _WHITE.to(rgb).view(1, 3, 1, 1)
-    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-8) ** (1 / 3), 7.787 * xyz + 16 / 116)
-    L = 116 * f[:, 1] - 16
-    a = 500 * (f[:, 0] - f[:, 1])
-    b = 200 * (f[:, 1] - f[:, 2])
-    return torch.stack([L, a, b], 1)
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,3 +83,26 @@ def pix2pix_generator_loss(d_fake: torch.Tensor, pred: torch.Tensor, target: tor
 def pix2pix_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """The prototype's discriminator loss: BCE on real + BCE on fake."""
     return bce_gan(d_real, True) + bce_gan(d_fake, False)
+
+
+def colour_targets(target: torch.Tensor, valid: torch.Tensor, factor: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Optical RGB in [-1, 1] (N, 3, H, W) -> its a*b* bin weights (N, Q, h, w) and L* (N, 1, h, w) at
+    1/``factor`` resolution, and the reduced pixels whose whole block is valid (N, 1, h, w)."""
+    lab = F.avg_pool2d(rgb_to_lab(target), factor)
+    keep = (F.avg_pool2d(valid, factor) > 0.999).float()
+    return soft_encode(lab[:, 1:]), lab[:, :1], keep
+
+
+def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                bin_weights: torch.Tensor, factor: int = 4, l_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """The colour model's loss: rebalanced cross-entropy over a*b* bins against the soft-encoded truth (vivid,
+    correct colour instead of the average of the options; Zhang et al. 2016) + ``l_weight`` x L1 of the
+    optical L* / 100 (the optical look's lightness)."""
+    bins, light_t, keep = colour_targets(target, valid, factor)
+    w = torch.einsum("nqhw,q->nhw", bins, bin_weights.to(bins)).unsqueeze(1)
+    ce = -(bins * F.log_softmax(logits.float(), dim=1)).sum(1, keepdim=True)
+    parts = {"ce": (ce * w * keep).sum() / keep.sum().clamp_min(1.0),
+             "light": _masked_mean((lightness - light_t).abs() / 100, keep)}
+    parts["total"] = parts["ce"] + l_weight * parts["light"]
+    return parts

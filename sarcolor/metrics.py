@@ -110,6 +110,29 @@ def ciede2000(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = No
     return float(delta_e_map(pred, truth)[valid].mean())
 
 
+def _smooth_lab(rgb: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Lab of an image smoothed by a Gaussian (per channel, normalised over valid pixels only)."""
+    from scipy.ndimage import gaussian_filter
+
+    w = gaussian_filter(valid.astype(np.float64), sigma)
+    out = np.empty(rgb.shape, np.float64)
+    for c in range(3):
+        out[..., c] = gaussian_filter(np.where(valid, rgb[..., c], 0).astype(np.float64), sigma)
+    return rgb2lab(out / np.maximum(w, 1e-9)[..., None] / 255.0)
+
+
+def colour_error(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None, sigma: float = 2.0
+                 ) -> float:
+    """Colour error alone: mean CIEDE2000 after both images are smoothed (Gaussian, ``sigma`` px) and the
+    prediction's L* is replaced by the truth's, so only hue and chroma are scored (not lightness or texture)."""
+    valid = _check(pred, truth, valid)
+    if not valid.any():
+        return math.nan
+    lab_t, lab_p = _smooth_lab(truth, valid, sigma), _smooth_lab(pred, valid, sigma)
+    lab_p[..., 0] = lab_t[..., 0]
+    return float(deltaE_ciede2000(lab_t, lab_p)[valid].mean())
+
+
 def sam(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> float:
     """Mean spectral angle in degrees between the RGB vectors of each valid pixel (0 = same hue/mix).
 

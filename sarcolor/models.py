@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import looks
+from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -37,6 +39,11 @@ class ModelConfig:
     overlap: int = 64  # inference tile overlap (pixels)
     name: str = "sarcolornet"
     extra: dict = field(default_factory=dict)  # free-form provenance (data, steps, seed)
+    # colournet only: the optical renderings it was trained to give (one per kind of source), the one it
+    # gives by default, and the annealed-mean temperature of its colour read-out.
+    renders: tuple[str, ...] = ()
+    render: str = ""
+    temperature: float = 0.38
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -47,8 +54,9 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         raw = {k: v for k, v in raw.items() if k in known}
         raw.setdefault("norm", "batch")  # written before the option existed: those models used BatchNorm
-        if "enc_depths" in raw:
-            raw["enc_depths"] = tuple(raw["enc_depths"])
+        for key in ("enc_depths", "renders"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         return cls(**raw)
 
 
@@ -91,9 +99,11 @@ def _norm(kind: str, c: int) -> nn.Module:
 class Block(nn.Module):
     """Depthwise 3x3 (optionally dilated) -> norm -> pointwise expand -> GELU -> pointwise project, residual."""
 
-    def __init__(self, c: int, expand: int = 2, dilation: int = 1, norm: str = "layer") -> None:
+    def __init__(self, c: int, expand: int = 2, dilation: int = 1, norm: str = "layer", pad: str = "zeros"
+                 ) -> None:
         super().__init__()
-        self.dw = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, groups=c, bias=norm != "batch")
+        self.dw = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, groups=c, bias=norm != "batch",
+                            padding_mode=pad)
         self.bn = _norm(norm, c)
         self.pw1 = nn.Conv2d(c, c * expand, 1)
         self.pw2 = nn.Conv2d(c * expand, c, 1)
@@ -159,6 +169,108 @@ class SarColorNet(nn.Module):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = dec(up(y) + skip)
         return torch.tanh(self.head(y)[..., :h, :w])
+
+
+# --------------------------------------------------------------------------------------------------
+# colournet: colour at 1/4 resolution with wide context, lightness from the SAR (the "sar" look)
+# --------------------------------------------------------------------------------------------------
+class ColourNet(nn.Module):
+    """SAR (1 channel, normalised) -> a*b* colour classes and optical L* at 1/4 resolution; both looks.
+
+    Colour is low-frequency and needs context (hundreds of metres), so the whole network runs at 1/4 .. 1/16
+    resolution: the input is pixel-unshuffled by 4 (no pixel lost: texture is kept as channels), encoded by
+    the inverted-residual blocks of sarcolornet with dilations at the coarsest level (about 1 km each way,
+    no global pooling so tiles agree; replicate padding, so nothing depends on the crop or tile size), and
+    decoded back to 1/4 resolution. The head classifies each
+    pixel's a*b* over ``colour.ab_grid()`` bins (trained with rebalanced cross-entropy: vivid colour, not the
+    grey average) and regresses the optical L*. A learned embedding of the optical rendering (``renders``:
+    each source's colour balance) is added at the coarsest level, so one source's balance is not learned as
+    a region's colour. ``forward`` returns RGB in [-1, 1] at full resolution in either look.
+    """
+
+    factor = 4  # colour resolution: 1/4 of the input's
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w, d, e = cfg.width, cfg.enc_depths, cfg.expand
+        chans = [w * 2**i for i in range(len(d))]
+        self.levels, self.cfg = len(d), cfg
+        self.renders = list(cfg.renders) or ["default"]
+        self.stem = nn.Sequential(nn.PixelUnshuffle(self.factor),
+                                  nn.Conv2d(cfg.in_channels * self.factor**2, chans[0], 3, padding=1,
+                                            padding_mode="replicate"), nn.GELU())
+        self.enc, self.downs = nn.ModuleList(), nn.ModuleList()
+        for i, (c, n) in enumerate(zip(chans, d, strict=True)):
+            last = i == len(d) - 1
+            dil = ([1, 2, 4, 8][:n] + [1] * n)[:n] if last else [1] * n
+            # Replicate padding: a zero border would tell the network where the crop ends, and it would then
+            # learn colours that hold for the training crop's size only.
+            self.enc.append(nn.Sequential(*[Block(c, e, dl, cfg.norm, pad="replicate") for dl in dil]))
+            if not last:
+                self.downs.append(nn.Conv2d(c, chans[i + 1], 2, stride=2))
+        self.render_embed = nn.Embedding(len(self.renders), chans[-1])
+        nn.init.zeros_(self.render_embed.weight)
+        self.ups, self.dec = nn.ModuleList(), nn.ModuleList()
+        for i in range(len(d) - 1, 0, -1):
+            self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
+            self.dec.append(Block(chans[i - 1], e, norm=cfg.norm, pad="replicate"))
+        self.head = nn.Conv2d(chans[0], len(ab_grid()) + 1, 1)
+        self.register_buffer("grid", ab_grid(), persistent=False)
+
+    @property
+    def multiple(self) -> int:
+        return self.factor * 2 ** (self.levels - 1)
+
+    def render_index(self, render: str | None) -> int:
+        if not self.cfg.renders:  # a model trained without renderings: one colour balance for all
+            return 0
+        name = render or self.cfg.render or self.renders[0]
+        if name not in self.renders:
+            raise SarColorError(f"render {name!r}: this model knows {', '.join(self.renders)}")
+        return self.renders.index(name)
+
+    def colour(self, x: torch.Tensor, render: torch.Tensor | int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1, H, W), H and W multiples of ``multiple`` -> (a*b* logits (N, Q, H/4, W/4), L* (N, 1, ..))."""
+        if render is None or isinstance(render, int):
+            render = torch.full((x.shape[0],), render or 0, dtype=torch.long, device=x.device)
+        y = self.stem(x)
+        skips = []
+        for i, blocks in enumerate(self.enc):
+            if i == len(self.enc) - 1:
+                y = y + self.render_embed(render)[:, :, None, None].to(y.dtype)
+            y = blocks(y)
+            if i < len(self.downs):
+                skips.append(y)
+                y = self.downs[i](y)
+        for up, dec in zip(self.ups, self.dec, strict=True):
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = dec(up(y) + skip)
+        out = self.head(y)
+        return out[:, :-1], 50.0 + 50.0 * torch.tanh(out[:, -1:])
+
+    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        logits, light = self.colour(x, render)
+        if look == "colour":  # training: the raw outputs at 1/4 resolution (the loss's input)
+            return logits, light
+        ab = annealed_mean(logits, self.cfg.temperature)
+        grey = looks.sar_lightness(x[:, :1])
+        if look == "sar":  # the colour under the SAR's own (low-resolution) lightness, then the SAR's grey
+            lo_l = looks.grey_to_lightness(F.avg_pool2d(grey, self.factor))
+            _, chroma = looks.lab_chroma(lo_l, ab)
+            rgb = looks.with_grey(grey, looks.guided_upsample(grey, chroma, self.factor))
+        else:
+            opt_grey, chroma = looks.lab_chroma(light, ab)
+            up = looks.guided_upsample(grey, torch.cat([opt_grey, chroma], 1), self.factor)
+            rgb = looks.with_grey(up[:, :1], up[:, 1:])
+        return rgb[..., :h, :w]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,7 +358,7 @@ class PatchDiscriminator(nn.Module):
 
 
 # The single place where an architecture name becomes a class.
-ARCHS = {"sarcolornet": SarColorNet, "pix2pix-seed": Pix2PixUNet}
+ARCHS = {"sarcolornet": SarColorNet, "colournet": ColourNet, "pix2pix-seed": Pix2PixUNet}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -308,3 +420,22 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         raise SarColorError(f"{path}: weights do not match config {cfg.arch}: {str(exc).splitlines()[0]}") from None
     model.eval().to(device)
     return model, cfg
+
+
+def _log_input(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """A model's input as normalised log SAR (what the sar look's lightness is made from)."""
+    if cfg.input_norm == "seed":  # 8-bit display intensity in [-1, 1]: back to dB over a 25 dB range
+        db = 10 * torch.log10(((x[:, :1] + 1) * 0.5).clamp_min(1e-3))
+        return (db + 12.5) / 12.5
+    return x[:, :1]
+
+
+def predict_look(model: nn.Module, cfg: ModelConfig, x: torch.Tensor, look: str = "sar",
+                 render: str | None = None) -> torch.Tensor:
+    """Any generator's output in the chosen look, RGB in [-1, 1]. Models that predict RGB only (sarcolornet,
+    pix2pix-seed) give the sar look as their a*b* under the SAR's lightness."""
+    looks.check_look(look)
+    if isinstance(model, ColourNet):
+        return model(x, look=look, render=model.render_index(render))
+    rgb = model(x)
+    return rgb if look == "optical" else looks.sar_look_from_rgb(_log_input(x, cfg), rgb)

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import losses
 from .colorize import resolve_device, to_uint8
+from .colour import ab_grid, rebalance_weights
 from .data import CropDataset, PairRef, build_splits, load_config, read_pair, write_split
 from .errors import SarColorError
 from .models import (
@@ -41,6 +42,7 @@ from .models import (
     build_model,
     count_params,
     load_model,
+    predict_look,
     read_metadata,
     save_model,
     seed_config,
@@ -55,7 +57,7 @@ DEFAULTS: dict = {
     "model": {},  # ModelConfig fields; {"arch": "pix2pix-seed"} gives the prototype's config
     "data": {},
     "train": {
-        "loss": "sarcolor",  # "sarcolor" or "pix2pix"
+        "loss": "sarcolor",  # "sarcolor", "pix2pix" or "colour" (colournet: rebalanced a*b* classes + L*)
         "loss_weights": dict(losses.SARCOLOR_WEIGHTS),  # sarcolor loss: L1 + these x (1-SSIM, Lab, chroma)
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
@@ -63,13 +65,16 @@ DEFAULTS: dict = {
         "preload": "auto",  # keep training pairs in memory: true, false (read per sample) or auto (by size)
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
         "ema": 0.999, "gan_weight": 0.0, "threads": 0,
+        "light_weight": 1.0, "rebalance": 0.5,  # colour loss: L* term's weight; mix of the rebalancing prior
+        "balance_sources": False,  # draw each data source equally often (else in proportion to its area)
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
     },
 }
 # Settings that change what a run computes; a resume with other values warns (it will not match the run).
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
                "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
-               "train.betas", "train.ema", "train.gan_weight", "train.loss_weights")
+               "train.betas", "train.ema", "train.gan_weight", "train.loss_weights", "train.light_weight",
+               "train.rebalance", "train.balance_sources")
 DIGEST_ENV = "SARCOLOR_RANK_DIGEST"  # a folder: each rank writes rank<N>.json (weights hash, losses) at the end
 
 
@@ -122,8 +127,9 @@ def model_config(cfg: dict) -> ModelConfig:
     bad = set(m) - known
     if bad:
         raise SarColorError(f"unknown model option(s): {sorted(bad)}")
-    if "enc_depths" in m:
-        m["enc_depths"] = tuple(m["enc_depths"])
+    for key in ("enc_depths", "renders"):
+        if key in m:
+            m[key] = tuple(m[key])
     return ModelConfig(**{**asdict(base), **m})
 
 
@@ -308,8 +314,11 @@ class Trainer:
 
     def __init__(self, mcfg: ModelConfig, tc: dict, device: torch.device, *,
                  gen_state: dict[str, torch.Tensor] | None = None) -> None:
-        if tc["loss"] not in ("sarcolor", "pix2pix"):
-            raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor or pix2pix")
+        if tc["loss"] not in ("sarcolor", "pix2pix", "colour"):
+            raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor, pix2pix or colour")
+        if (tc["loss"] == "colour") != (mcfg.arch == "colournet"):
+            raise SarColorError(f"train.loss {tc['loss']!r} does not fit model.arch {mcfg.arch!r} (colournet trains "
+                                "with the colour loss, and only it)")
         if tc["loss"] == "sarcolor" and set(tc["loss_weights"]) != set(losses.SARCOLOR_WEIGHTS):
             *first, last = losses.SARCOLOR_WEIGHTS
             raise SarColorError(f"train.loss_weights {tc['loss_weights']}: give {', '.join(first)} and {last}")
@@ -337,6 +346,11 @@ class Trainer:
                 self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.ddp_gen, self.ddp_disc = self.gen, self.disc
         self.distributed = False
+        self.bin_weights: torch.Tensor | None = None  # the colour loss's rebalancing, from the training data
+
+    def set_colour_prior(self, histogram: torch.Tensor) -> None:
+        """The colour loss's per-bin weights, from the training set's a*b* bin histogram."""
+        self.bin_weights = rebalance_weights(histogram, mix=float(self.tc["rebalance"])).to(self.device)
 
     def wrap_ddp(self) -> None:
         """Train through DistributedDataParallel (call after loading weights: DDP broadcasts rank 0's)."""
@@ -363,13 +377,26 @@ class Trainer:
             raise SarColorError(f"checkpoint does not fit this run's model/loss ({str(exc).splitlines()[0]})"
                                 ) from None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, step: int, lr: float) -> float:
-        """One optimisation step (generator, then discriminator, then EMA); returns the generator loss."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, step: int, lr: float,
+             r: torch.Tensor | None = None) -> float:
+        """One optimisation step (generator, then discriminator, then EMA); returns the generator loss.
+        ``r``: each sample's optical rendering (index into the model's ``renders``), for colournet."""
         tc = self.tc
         x, y, v = x.to(self.device), y.to(self.device), v.to(self.device)
         for g in self.g_opt.param_groups:
             g["lr"] = lr
         self.gen.train()
+        if tc["loss"] == "colour":
+            if self.bin_weights is None:
+                self.set_colour_prior(torch.ones(len(ab_grid())))
+            r = torch.zeros(len(x), dtype=torch.long) if r is None else r
+            logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
+            parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
+            self.g_opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            self.g_opt.step()
+            self._ema_update(step)
+            return parts["total"].item()
         pred = self.ddp_gen(x)
         if self.disc is not None:
             # The generator's adversarial term goes through the plain module with D frozen: no gradient is
@@ -402,13 +429,17 @@ class Trainer:
             for mod in (self.gen, self.disc):
                 for b in mod.buffers() if mod is not None else ():
                     dist.broadcast(b, 0)
+        self._ema_update(step)
+        return parts["total"].item()
+
+    def _ema_update(self, step: int) -> None:
+        tc = self.tc
         with torch.no_grad():  # EMA of weights; buffers (BatchNorm statistics) are copied
             decay = min(tc["ema"], (1 + step) / (10 + step))
             for pe, pg in zip(self.ema.parameters(), self.gen.parameters(), strict=True):
                 pe.lerp_(pg, 1 - decay)
             for be, bg in zip(self.ema.buffers(), self.gen.buffers(), strict=True):
                 be.copy_(bg)
-        return parts["total"].item()
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -422,7 +453,7 @@ def weights_digest(module: nn.Module) -> str:
 
 # ------------------------------------------------------------------------------------- validation
 def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
-               ) -> list[tuple[torch.Tensor, np.ndarray]]:
+               ) -> list[tuple[torch.Tensor, np.ndarray, str]]:
     """A fixed centre crop of each validation pair, preprocessed once (a cheap running signal; the
     full tiled evaluation is ``sarcolor evaluate``)."""
     items = []
@@ -438,23 +469,44 @@ def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
                                 f"{multiple} px multiple")
         r, c = (h - s) // 2, (w - s) // 2
         x = scene_input(sar, valid, scale, mcfg.input_norm, mcfg.in_channels)
-        items.append((torch.from_numpy(x[:, r:r + s, c:c + s].copy())[None], opt[r:r + s, c:c + s]))
+        items.append((torch.from_numpy(x[:, r:r + s, c:c + s].copy())[None], opt[r:r + s, c:c + s], ref.render))
     return items
 
 
 @torch.no_grad()
-def validate(model: nn.Module, items: list, device: torch.device) -> dict[str, float]:
-    from .metrics import ciede2000, psnr, ssim
+def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelConfig | None = None
+             ) -> dict[str, float]:
+    """Scores of the model's default (sar) look on the validation crops: PSNR, SSIM, CIEDE2000 and the colour
+    error alone (what a colour model is selected by)."""
+    from .metrics import ciede2000, colour_error, psnr, ssim
 
     model.eval()
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "ciede2000": []}
-    for x, truth in items:
-        y = model(x.to(device))[0].float().cpu().numpy().transpose(1, 2, 0)
-        pred = to_uint8((y + 1) * 0.5)  # as colorize writes it: tanh [-1, 1] -> [0, 1] -> rounded uint8
+    mcfg = mcfg or ModelConfig()
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "ciede2000": [], "colour_error": []}
+    for x, truth, render in items:
+        look = "sar" if mcfg.arch == "colournet" else "optical"  # what each kind of model was trained to give
+        y = predict_look(model, mcfg, x.to(device), look, render or None)[0].float().cpu().numpy()
+        pred = to_uint8((y.transpose(1, 2, 0) + 1) * 0.5)  # as colorize writes it: rounded uint8
         scores["psnr"].append(psnr(pred, truth))
         scores["ssim"].append(ssim(pred, truth))
         scores["ciede2000"].append(ciede2000(pred, truth))
+        scores["colour_error"].append(colour_error(pred, truth))
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def colour_histogram(ds: CropDataset, factor: int) -> torch.Tensor:
+    """The training pairs' a*b* bin histogram at the colour model's resolution (valid pixels, each pair
+    weighted by how often training draws it): the prior that the colour loss rebalances against."""
+    hist = torch.zeros(len(ab_grid()), dtype=torch.float64)
+    for k in range(len(ds.refs)):
+        _, opt, valid = ds._pair(k)
+        h, w = valid.shape[0] // factor * factor, valid.shape[1] // factor * factor
+        y = torch.from_numpy(opt[:h, :w].astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+        v = torch.from_numpy(valid[:h, :w].astype(np.float32))[None, None]
+        bins, _, keep = losses.colour_targets(y, v, factor)
+        pair = (bins * keep).sum((0, 2, 3)).double()
+        hist += pair / pair.sum().clamp_min(1e-9) * float(ds.weights[k])
+    return hist
 
 
 def _preload(value: object) -> bool | None:
@@ -481,7 +533,8 @@ def _lr_factor(step: int, tc: dict, elapsed: float = 0.0) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-_CSV_FIELDS = ["step", "elapsed_s", "images_per_s", "lr", "loss", "val_psnr", "val_ssim", "val_ciede2000"]
+_CSV_FIELDS = ["step", "elapsed_s", "images_per_s", "lr", "loss", "val_psnr", "val_ssim", "val_ciede2000",
+               "val_colour_error"]
 
 
 def _trim_log(csv_path: Path, step: int) -> None:
@@ -498,12 +551,12 @@ def _trim_log(csv_path: Path, step: int) -> None:
     tmp.replace(csv_path)
 
 
-def _best_val(csv_path: Path) -> float:
-    """The lowest validation CIEDE2000 logged so far (inf if none): where ``best.safetensors`` stands."""
+def _best_val(csv_path: Path, key: str = "ciede2000") -> float:
+    """The lowest validation score ``key`` logged so far (inf if none): where ``best.safetensors`` stands."""
     if not csv_path.is_file():
         return math.inf
     with open(csv_path, newline="") as f:
-        vals = [float(r["val_ciede2000"]) for r in csv.DictReader(f) if r.get("val_ciede2000")]
+        vals = [float(r[f"val_{key}"]) for r in csv.DictReader(f) if r.get(f"val_{key}")]
     return min(vals, default=math.inf)
 
 
@@ -581,7 +634,10 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
 
     ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm, in_channels=mcfg.in_channels,
                      samples_per_epoch=tc["samples_per_epoch"], seed=seed, augment=bool(tc["augment"]),
-                     preload=_preload(tc["preload"]))
+                     preload=_preload(tc["preload"]), renders=mcfg.renders if mcfg.arch == "colournet" else None,
+                     balance_sources=bool(tc["balance_sources"]))
+    if tc["loss"] == "colour":
+        trainer.set_colour_prior(colour_histogram(ds, trainer.gen.factor))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     batches_per_epoch = len(sampler) // bs
     # Pairs read per sample are decoded by background workers while the step runs; a sample depends only on
@@ -606,15 +662,16 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             tb = None
     # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
     # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
-    best = _best_val(csv_path) if rank == 0 else math.inf
+    select_by = "colour_error" if tc["loss"] == "colour" else "ciede2000"
+    best = _best_val(csv_path, select_by) if rank == 0 else math.inf
 
     def run_meta() -> dict:
         return {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json()}
 
     def keep_if_best(scores: dict[str, float]) -> None:
         nonlocal best
-        if scores["ciede2000"] < best:
-            best = scores["ciede2000"]
+        if scores[select_by] < best:
+            best = scores[select_by]
             save_checkpoint(run_dir / "best.safetensors", {"ema": trainer.ema}, {}, run_meta() | {"val": scores})
 
     def checkpoint() -> None:
@@ -650,11 +707,11 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             sampler.set_epoch(epoch)
             loader = DataLoader(ds, batch_size=bs, sampler=_Skip(sampler, skip * bs), drop_last=True,
                                 num_workers=workers)
-            for x, y, v in loader:
+            for x, y, v, r in loader:
                 t0 = time.time()
                 torch.manual_seed(_step_seed(seed, rank, step))
                 lr = tc["lr"] * _lr_factor(step, tc, elapsed)
-                loss = trainer.step(x, y, v, step, lr)
+                loss = trainer.step(x, y, v, step, lr, r)
                 step += 1
                 elapsed += time.time() - t0
                 step_losses.append(loss)
@@ -670,7 +727,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
                            "lr": lr, "loss": round(running, 5)}
                 if val_items and step % tc["val_every"] == 0:
                     row = row or {"step": step, "elapsed_s": round(elapsed, 1)}
-                    scores = validate(trainer.ema, val_items, device)
+                    scores = validate(trainer.ema, val_items, device, mcfg)
                     keep_if_best(scores)
                     row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
                     log.info("step %d: %s", step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
@@ -698,7 +755,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     if stop["sigterm"]:
         log.warning("stopped by SIGTERM at step %d; `--resume` continues", step)
     if rank == 0 and val_items and step % tc["val_every"] != 0:
-        scores = validate(trainer.ema, val_items, device)
+        scores = validate(trainer.ema, val_items, device, mcfg)
         keep_if_best(scores)
         with open(csv_path, "a", newline="") as f:
             csv.DictWriter(f, _CSV_FIELDS).writerow({"step": step, "elapsed_s": round(elapsed, 1),

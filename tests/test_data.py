@@ -369,8 +369,9 @@ def test_augmentation_is_identical_for_sar_and_optical(tmp_path: Path) -> None:
     assert np.array_equal(table[g], x_full.astype(np.float32))  # a function of g indeed
     seen = set()
     for i in range(24):
-        x, y, v = ds[i]
+        x, y, v, r = ds[i]
         assert x.shape == (3, 16, 16) and y.shape == (3, 16, 16) and v.shape == (1, 16, 16)
+        assert int(r) == 0  # no renderings: every pair is index 0
         assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])  # SAR as equal channels
         rgb = np.rint((y.numpy() + 1) * 127.5).astype(np.int32)
         # Optical is still opt_of(SAR) pixel by pixel: the same crop, turn and flip were applied to both.

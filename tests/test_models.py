@@ -163,3 +163,57 @@ def test_bad_model_files_are_reported(tmp_path: Path) -> None:
         load_model(tmp_path)
     with pytest.raises(SarColorError, match="unknown architecture"):
         build_model(ModelConfig(arch="resnet"))
+
+
+COLOUR = ModelConfig(arch="colournet", width=8, enc_depths=(1, 1, 2), renders=("a", "b"), render="b", name="c")
+
+
+def test_colournet_gives_both_looks_at_any_size() -> None:
+    from sarcolor.models import ColourNet, predict_look
+
+    torch.manual_seed(0)
+    net = build_model(COLOUR).eval()
+    assert isinstance(net, ColourNet) and net.multiple == 16
+    for hw in ((37, 50), (64, 64)):
+        x = torch.rand(1, 1, *hw) * 2 - 1
+        with torch.no_grad():
+            sar, opt = predict_look(net, COLOUR, x, "sar"), predict_look(net, COLOUR, x, "optical")
+            logits, light = net(torch.nn.functional.pad(x, (0, (-hw[1]) % 16, 0, (-hw[0]) % 16)), look="colour")
+        assert sar.shape == opt.shape == (1, 3, *hw)
+        assert sar.min() >= -1 and sar.max() <= 1 and not torch.equal(sar, opt)
+        assert logits.shape[1] == 143 and logits.shape[-1] * 4 == x.shape[-1] + (-hw[1]) % 16
+        assert light.min() >= 0 and light.max() <= 100
+
+
+def test_colournet_knows_its_renderings(tmp_path: Path) -> None:
+    from sarcolor.models import predict_look
+
+    torch.manual_seed(0)
+    net = build_model(COLOUR).eval()
+    with torch.no_grad():
+        net.render_embed.weight.normal_()  # make the two renderings differ
+        x = torch.rand(1, 1, 32, 32) * 2 - 1
+        a, b = predict_look(net, COLOUR, x, "sar", "a"), predict_look(net, COLOUR, x, "sar", "b")
+        default = predict_look(net, COLOUR, x, "sar")
+    assert not torch.equal(a, b) and torch.equal(default, b)
+    with pytest.raises(SarColorError, match="render 'sen12': this model knows a, b"):
+        predict_look(net, COLOUR, x, "sar", "sen12")
+    save_model(tmp_path / "c.safetensors", net, COLOUR)
+    net2, cfg2 = load_model(tmp_path / "c.safetensors")
+    assert cfg2.renders == ("a", "b") and cfg2.render == "b" and cfg2.temperature == COLOUR.temperature
+    with torch.no_grad():
+        again = predict_look(net2, cfg2, x, "optical", "a")
+        torch.testing.assert_close(again, predict_look(net, COLOUR, x, "optical", "a"))
+
+
+def test_colournet_does_not_depend_on_the_crop_size() -> None:
+    """Replicate padding: the colour of a patch's centre does not change with how much is around it (a zero
+    border made an earlier version learn colours that held only at its training crop size)."""
+    torch.manual_seed(0)
+    net = build_model(COLOUR).eval()
+    x = torch.rand(1, 1, 128, 128) * 2 - 1
+    with torch.no_grad():
+        big = net(x, look="colour")[0]
+        small = net(x[..., 32:96, 32:96], look="colour")[0]
+    centre_big, centre_small = big[..., 12:20, 12:20], small[..., 4:12, 4:12]
+    assert (centre_big - centre_small).abs().max() < 0.02 * max(1.0, float(big.abs().max()))

@@ -329,3 +329,46 @@ def weights_digest_from(tensors: dict[str, torch.Tensor]) -> str:
             return tensors
 
     return weights_digest(_Holder())
+
+
+def test_colour_model_trains_on_sources_with_renderings(tmp_path: Path, data_dir: Path) -> None:
+    """colournet + the colour loss: two sources with their own renderings (one with pairs smaller than the crop,
+    padded), per-source balanced draws; the loss falls, the best weights are kept by the colour error alone,
+    and the exported model gives both looks for each rendering."""
+    small = tmp_path / "small"
+    datagen.make_folders(small, n=4, size=(24, 24), groups={f"{i:03d}": "S" for i in range(4)})
+    cfg = {
+        "run_dir": "run", "seed": 1,
+        "model": {"arch": "colournet", "width": 8, "enc_depths": [1, 1], "renders": ["r1", "r2"], "render": "r1",
+                  "name": "tiny-colour"},
+        "data": {"sources": [{"root": str(data_dir), "layout": "folders", "groups_csv": "groups.csv",
+                              "group_column": "tile", "render": "r1"},
+                             {"name": "small", "root": str(small), "render": "r2"}],
+                 "val": {"groups": ["B"]}},
+        "train": {"loss": "colour", "steps": 30, "batch_size": 4, "crop": 32, "samples_per_epoch": 16, "lr": 1e-2,
+                  "warmup": 2, "ckpt_every": 10, "val_every": 10, "val_crop": 32, "log_every": 1, "threads": 1,
+                  "balance_sources": True},
+    }
+    path = datagen.write_config(tmp_path / "colour.yaml", cfg)
+    run_dir = run(path)
+    rows = read_log(run_dir)
+    losses_ = [float(r["loss"]) for r in rows if r.get("loss")]
+    assert losses_[-1] < losses_[0]
+    vals = [float(r["val_colour_error"]) for r in rows if r.get("val_colour_error")]
+    assert len(vals) == 3
+    _, meta = load_checkpoint(run_dir / "best.safetensors")
+    assert round(meta["val"]["colour_error"], 4) == pytest.approx(min(vals), abs=1e-4)
+    model, mcfg = load_model(run_dir / "model.safetensors")
+    assert mcfg.arch == "colournet" and mcfg.renders == ("r1", "r2")
+    from sarcolor.colorize import colorize_array
+
+    sar = datagen.sar_image(40, 40, seed=3).astype("float32")
+    looks = {(look, r): colorize_array(model, mcfg, sar, scale="8bit", look=look, render=r)
+             for look in ("sar", "optical") for r in ("r1", "r2")}
+    assert all(v.shape == (40, 40, 3) for v in looks.values())
+    assert not (looks["sar", "r1"] == looks["optical", "r1"]).all()
+
+
+def test_colour_loss_needs_the_colour_model(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(SarColorError, match="train.loss 'colour' does not fit model.arch 'sarcolornet'"):
+        run(make_config(tmp_path, data_dir, loss="colour"))

@@ -1,0 +1,107 @@
+"""The two looks of a colorized SAR scene, built from a model's colour (torch, per tile, pure functions).
+
+- ``sar`` (the default): every pixel's lightness comes from the SAR itself (speckle-reduced with a Lee filter,
+  then a tone curve that keeps water dark and built-up areas bright); hue and chroma come from the model,
+  brought to full resolution by a guided filter whose guide is that lightness, so colour edges follow SAR
+  edges. Nothing is invented: every edge an analyst sees is a radar measurement (Schmitt et al. 2018).
+- ``optical``: the model's full optical-like prediction (its own lightness and colour).
+
+The colour is set in Lab at the model's resolution, then carried to full resolution as BT.601 chroma (Cb, Cr)
+beside a full-resolution luma: three cheap passes per pixel instead of a full Lab -> RGB conversion.
+
+Inputs are model inputs: SAR normalised by the scene's 1st-99th dB percentiles to about [-1, 1]
+(``preprocess.model_input`` with ``input_norm: logpct``), so the tone curve is the same for every tile.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .colour import lab_to_rgb
+from .errors import SarColorError
+
+LOOKS = ("sar", "optical")
+
+LEE_SIZE = 5  # Lee filter window (pixels)
+LEE_NOISE = 0.12  # speckle std in normalised-dB units (~1.5 dB over a ~25 dB scene range): multi-looked GRD
+GREY_DARK, GREY_BRIGHT = 0.04, 0.96  # display grey of the scene's 1st / 99th dB percentiles (water dark,
+TONE_GAMMA = 1.25  # built-up bright); gamma > 1 darkens the mid-tones toward optical imagery's typical grey
+GUIDE_RADIUS = 2  # guided-filter box radius at the colour's (reduced) resolution
+GUIDE_EPS = 0.01  # guided-filter regularisation (guide in [0, 1]): larger keeps more of the model's own colour
+
+
+def check_look(look: str) -> str:
+    if look not in LOOKS:
+        raise SarColorError(f"unknown look {look!r}; use one of {', '.join(LOOKS)}")
+    return look
+
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+
+
+def lee_filter(x: torch.Tensor, size: int = LEE_SIZE, noise: float = LEE_NOISE) -> torch.Tensor:
+    """Lee's speckle filter on a log-domain image (N, 1, H, W): the local mean where the local variance is
+    speckle, the pixel itself where it is structure (edges, point targets)."""
+    r = size // 2
+    mean = _box(x, r)
+    var = (_box(x * x, r) - mean * mean).clamp_min(0)
+    k = ((var - noise * noise) / var.clamp_min(1e-6)).clamp(0, 1)
+    return mean + k * (x - mean)
+
+
+def sar_lightness(x: torch.Tensor) -> torch.Tensor:
+    """Normalised SAR (N, 1, H, W) -> display grey (N, 1, H, W) in [0, 1]: Lee-filtered, then the tone curve."""
+    t = ((lee_filter(x) + 1) * 0.5).clamp(0, 1.15) / 1.15
+    return GREY_DARK + (GREY_BRIGHT - GREY_DARK) * t ** TONE_GAMMA
+
+
+def guided_upsample(guide: torch.Tensor, src: torch.Tensor, factor: int, radius: int = GUIDE_RADIUS,
+                    eps: float = GUIDE_EPS) -> torch.Tensor:
+    """Fast guided filter (He and Sun 2015): ``src`` (N, C, h, w) at 1/``factor`` resolution -> full resolution,
+    locally an affine function of ``guide`` (N, 1, H, W) in [0, 1], so its edges follow the guide's."""
+    g_lo = F.avg_pool2d(guide, factor)
+    mean_g, mean_s = _box(g_lo, radius), _box(src, radius)
+    cov = _box(g_lo * src, radius) - mean_g * mean_s
+    var = _box(g_lo * g_lo, radius) - mean_g * mean_g
+    a = cov / (var + eps)
+    b = mean_s - a * mean_g
+    size = guide.shape[-2:]
+    a = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
+    return torch.addcmul(b, a, guide)
+
+
+# BT.601 (JPEG) luma / chroma of gamma-encoded RGB: a linear split, so swapping the luma is three cheap passes
+# at full resolution (the colour itself is set at the model's reduced resolution, in Lab).
+_RGB2YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_CC2RGB = torch.tensor([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
+
+
+def chroma_of(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] (N, 3, H, W) -> its (Cb, Cr) chroma (N, 2, H, W)."""
+    return torch.einsum("ij,njhw->nihw", _RGB2YCC[1:].to(rgb), rgb)
+
+
+def with_grey(grey: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """Display grey (N, 1, H, W) as luma + (Cb, Cr) chroma -> RGB in [-1, 1] (the engine's convention)."""
+    rgb = grey + torch.einsum("ij,njhw->nihw", _CC2RGB.to(chroma), chroma)
+    return rgb.clamp_(0, 1).mul_(2).sub_(1)
+
+
+def lab_chroma(lightness: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L* (N, 1, h, w) and a*b* (N, 2, h, w) -> the colour's display grey (luma) and (Cb, Cr)."""
+    rgb = lab_to_rgb(torch.cat([lightness, ab], 1))
+    return torch.einsum("ij,njhw->nihw", _RGB2YCC[:1].to(rgb), rgb), chroma_of(rgb)
+
+
+def sar_look_from_rgb(x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+    """The ``sar`` look for a model that predicts full RGB only (the earlier models): its chroma, the SAR's grey."""
+    return with_grey(sar_lightness(x[:, :1]), chroma_of((rgb + 1) * 0.5))
+
+
+def grey_to_lightness(grey: torch.Tensor) -> torch.Tensor:
+    """Display grey (sRGB-encoded, [0, 1]) -> CIE L* of that grey."""
+    lin = torch.where(grey > 0.04045, ((grey + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, grey / 12.92)
+    return torch.where(lin > 0.008856, 116 * lin.clamp_min(1e-8) ** (1 / 3) - 16, 903.3 * lin)
