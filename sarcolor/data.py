@@ -51,7 +51,8 @@ log = logging.getLogger("sarcolor")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 OPT_SCALES = ("8bit", "p99", "fixed")
 SOURCE_KEYS = {"root", "layout", "sar_dir", "opt_dir", "groups_csv", "name_column", "group_column", "split_file",
-               "allow_missing", "sar_band", "sar_scale", "opt_bands", "opt_scale", "opt_max", "exclude"}
+               "allow_missing", "sar_band", "sar_scale", "opt_bands", "opt_scale", "opt_max", "exclude",
+               "name"}
 # Sen1Floods11 ships label rasters named like its SAR (S1OtsuLabelHand); SEN12MS-CR's cloudy optical has no
 # SAR twin of its own. Neither is a training pair.
 DEFAULT_EXCLUDE = ("*Label*", "*label*", "*cloudy*")
@@ -71,6 +72,7 @@ class PairRef:
     opt_scale: str = "8bit"  # "8bit" (as stored), "p99" (per-channel 99th percentile) or "fixed" (/opt_max)
     sar_scale: str = "auto"  # how the SAR values are scaled (preprocess.SCALES); auto: 8-bit or detected
     opt_max: float = 3000.0  # the optical value shown as white with opt_scale "fixed"
+    source: str = ""  # the data source's name (its ``name`` in the config, default: the root folder's name)
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -289,7 +291,8 @@ def discover(src: dict, base: Path | None = None) -> list[PairRef]:
     pairs = _LAYOUTS[layout](src, root)
     if not pairs:
         raise SarColorError(f"{root}: no pairs found (layout {layout})")
-    return pairs
+    name = str(src.get("name") or root.name)
+    return [replace(p, source=name) for p in pairs]
 
 
 # ------------------------------------------------------------------------------------------- splits
