@@ -43,7 +43,7 @@ import numpy as np
 from scipy.ndimage import binary_erosion, gaussian_filter, laplace, minimum_filter
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
-from skimage.transform import pyramid_gaussian, resize
+from skimage.transform import pyramid_gaussian
 
 from .errors import SarColorError
 
@@ -306,11 +306,25 @@ def sharpness(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = No
 
 
 # -------------------------------------------------------------------------------------- realism (SWD)
-def _pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
-    """Laplacian pyramid: band-pass G_k - up(G_k+1) for k < levels - 1, then the low-pass G_levels-1."""
-    gauss = list(pyramid_gaussian(img, max_layer=levels - 1, channel_axis=-1 if img.ndim == 3 else None))
-    out = [g - resize(up, g.shape, order=1, anti_aliasing=False) for g, up in zip(gauss[:-1], gauss[1:], strict=True)]
-    return [*out, gauss[-1]]
+def _upsampled(coarse: np.ndarray, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The coarser pyramid level brought up to ``shape`` by bilinear interpolation (pixel centres aligned,
+    edges clamped: skimage ``resize(order=1, mode="edge")``), evaluated only at pixels (rows, cols): a patch
+    needs 49 values, not the whole upsampled image."""
+    (h1, w1), (h0, w0) = coarse.shape[:2], shape
+    y = np.clip((rows + 0.5) * (h1 / h0) - 0.5, 0, h1 - 1)
+    x = np.clip((cols + 0.5) * (w1 / w0) - 0.5, 0, w1 - 1)
+    y0, x0 = np.floor(y).astype(np.intp), np.floor(x).astype(np.intp)
+    y1, x1 = np.minimum(y0 + 1, h1 - 1), np.minimum(x0 + 1, w1 - 1)
+    extra = (None,) * (coarse.ndim - 2)  # broadcast the weights over channels
+    wy, wx = (y - y0)[(..., *extra)], (x - x0)[(..., *extra)]
+    top = coarse[y0, x0] * (1 - wx) + coarse[y0, x1] * wx
+    bottom = coarse[y1, x0] * (1 - wx) + coarse[y1, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def _gauss_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    """skimage's Gaussian pyramid (sigma 2/3 px per halving, reflected edges): ``levels`` levels or fewer."""
+    return list(pyramid_gaussian(img, max_layer=levels - 1, channel_axis=-1 if img.ndim == 3 else None))
 
 
 def patch_positions(valid: np.ndarray, seed: int, per_level: int = PATCHES_PER_LEVEL,
@@ -319,15 +333,21 @@ def patch_positions(valid: np.ndarray, seed: int, per_level: int = PATCHES_PER_L
     image): only patches whose pixels, and all the pyramid filters reach from them, are valid; at most
     ``per_level`` per level, drawn with ``seed``. They depend only on the mask and the seed, so a prediction
     and its truth are sampled at the same places."""
-    # The valid mask through the same Gaussian pyramid: 1 where no invalid pixel is within the filters' reach.
+    # The valid mask through the same pyramid: 1 where no invalid pixel is within the filters' reach.
     full = 1.0 - 1e-6  # float32 rounding of a sum of weights that is 1
-    gauss = [g >= full for g in pyramid_gaussian(valid.astype(np.float32), max_layer=levels - 1,
-                                                  channel_axis=None)]
+    gauss = _gauss_pyramid(valid.astype(np.float32), levels)
     out = []
-    for k, ok in enumerate(gauss):
-        if k + 1 < len(gauss):  # a band-pass level also subtracts the next level, brought up to this size
-            ok = ok & (resize(gauss[k + 1].astype(np.float32), ok.shape, order=1, anti_aliasing=False) >= full)
+    for k, g in enumerate(gauss):
+        ok = g >= full
         h, w = ok.shape
+        if k + 1 < len(gauss):
+            # A band-pass level also subtracts the next level, bilinear from the 2x2 coarse pixels around
+            # each pixel: require the coarse pixel under it and its 8 neighbours to be fully valid.
+            coarse = minimum_filter(gauss[k + 1] >= full, size=3, mode="nearest")
+            h1, w1 = coarse.shape
+            ri = np.minimum(((np.arange(h) + 0.5) * (h1 / h)).astype(np.intp), h1 - 1)
+            ci = np.minimum(((np.arange(w) + 0.5) * (w1 / w)).astype(np.intp), w1 - 1)
+            ok &= coarse[np.ix_(ri, ci)]
         if h < PATCH or w < PATCH:
             out.append(np.zeros((0, 2), np.int64))
             continue
@@ -341,14 +361,18 @@ def patch_positions(valid: np.ndarray, seed: int, per_level: int = PATCHES_PER_L
 
 def laplacian_patches(rgb: np.ndarray, positions: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The 7x7 patches of an (H, W, 3) uint8 image's Laplacian pyramid (values / 255) at ``positions`` (from
-    ``patch_positions``): per level an (n, 7, 7, 3) float32 array."""
-    pyr = _pyramid(rgb.astype(np.float32) / 255.0, len(positions))
+    ``patch_positions``): per level an (n, 7, 7, 3) float32 array. Level k < last is the band-pass
+    G_k - up(G_k+1), the last is the low-pass G_last (G: skimage's Gaussian pyramid)."""
+    gauss = _gauss_pyramid(rgb.astype(np.float32) / 255.0, len(positions))
     offs = np.arange(PATCH)
     out = []
-    for band, pos in zip(pyr, positions, strict=True):
-        rows = pos[:, :1, None] + offs[None, :, None]  # (n, 7, 1)
-        cols = pos[:, 1:, None].transpose(0, 2, 1) + offs[None, None, :]  # (n, 1, 7)
-        out.append(band[rows, cols].astype(np.float32))
+    for k, pos in enumerate(positions):
+        rows = np.broadcast_to(pos[:, :1, None] + offs[None, :, None], (len(pos), PATCH, PATCH))
+        cols = np.broadcast_to(pos[:, 1:, None] + offs[None, None, :], (len(pos), PATCH, PATCH))
+        band = gauss[k][rows, cols]
+        if k + 1 < len(positions):
+            band = band - _upsampled(gauss[k + 1], gauss[k].shape[:2], rows, cols)
+        out.append(band.astype(np.float32))
     return out
 
 

@@ -325,3 +325,12 @@ def test_swd_bad_input():
     with pytest.raises(SarColorError, match="levels"):
         m.swd([np.zeros((3, 7, 7, 3))], [])
     assert math.isnan(m.swd([np.zeros((0, 7, 7, 3))], [np.zeros((5, 7, 7, 3))]))
+
+
+def test_pyramid_upsampling_is_skimage_resize():
+    from skimage.transform import resize
+
+    coarse = np.random.default_rng(0).random((9, 13, 3))
+    rows, cols = np.meshgrid(np.arange(17), np.arange(26), indexing="ij")
+    expected = resize(coarse, (17, 26, 3), order=1, mode="edge", anti_aliasing=False)
+    assert np.allclose(m._upsampled(coarse, (17, 26), rows, cols), expected, rtol=0, atol=1e-12)
