@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", help="split to score: val, test, all, or a split file FILE[:PART] "
                                    "(default: val with --config, all with --data)")
     e.add_argument("--models", nargs="+", default=["default"], help="shipped names, .safetensors or checkpoints")
-    e.add_argument("--no-baselines", action="store_true", help="skip the mean-colour and intensity baselines")
+    e.add_argument("--looks", default="sar,optical",
+                   help="looks to score each model in, comma-separated (default: sar,optical)")
+    e.add_argument("--no-baselines", action="store_true",
+                   help="skip the SAR-grey, mean-colour and intensity-lookup baselines")
     e.add_argument("-o", "--out", required=True, help="report folder")
     e.add_argument("--samples", default="6",
                    help="contact-sheet rows: a number of random pairs, or comma-separated names (default: 6)")

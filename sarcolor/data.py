@@ -17,7 +17,8 @@ Per-source reading options (any layout): ``sar_band`` (1-based, "VV"=1, "VH"=2, 
 dual-pol file, else band 1), ``sar_scale`` (auto, db, linear, amplitude, 8bit), ``opt_bands``, ``opt_scale``
 ("8bit": stored 8-bit values; "p99": each channel over its 99th percentile, as volkov_s1s2 was made;
 "fixed": value / ``opt_max``, e.g. 3000 for reflectance x 10000), ``exclude`` (glob patterns of relative
-paths to ignore).
+paths to ignore), ``name`` (the source's name, ``PairRef.source``, by which evaluation reports group pairs;
+default: the root folder's name).
 
 Splits are by group (tile, region, scene or a file list), never by random patches of one scene. Problems
 (a file without its partner, sizes that disagree, an unreadable file) raise ``SarColorError``: a pair is

@@ -1,16 +1,20 @@
 """``sarcolor evaluate``: score models and baselines on SAR/optical pairs and write a report folder.
 
 The pairs come from the same readers and splits as training (``sarcolor.data``); models run through the same
-tiled inference as ``colorize`` (``sarcolor.colorize``), so scenes of any size work. Two baselines are fitted
-on the training split and scored in the same run:
+tiled inference as ``colorize`` (``sarcolor.colorize``), so scenes of any size work. Every model is scored in
+each look asked for (``--looks``, default ``sar`` and ``optical``), as rows ``<model> [<look>]``. Baselines,
+scored in the same run:
 
+* ``sar-grey``: the SAR's 8-bit display (``sar_display``) as grey RGB: all the structure, no colour.
 * ``mean-colour``: every pixel gets the mean training colour.
 * ``intensity-lookup``: each pixel gets the mean training colour of its SAR grey level (0..255), where the
   grey level is the 8-bit display of the SAR (``sar_display``), the same mapping for every input scale.
+* ``mean-colour/src``, ``intensity-lookup/src``: the same two fitted on each source's training part alone,
+  each pair predicted by the one of its own source (what knowing only a source's colours gives).
 
-Report folder: ``per_image.csv``, ``summary.json``, ``summary.md``, ``contact_sheet.png`` and, with
-``--heatmap``, ``heatmaps/*.png`` (per-pixel CIEDE2000). Metric definitions: ``sarcolor.metrics`` and
-docs/metrics.md.
+Every number is reported per data source (``PairRef.source``) and over all sources. Report folder:
+``per_image.csv``, ``summary.json``, ``summary.md``, ``contact_sheet_<source>.png`` and, with ``--heatmap``,
+``heatmaps/*.png`` (per-pixel CIEDE2000). Metric definitions: ``sarcolor.metrics`` and docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import json
 import logging
 import math
 import re
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -32,7 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import metrics
 from .data import PairRef, build_splits, load_config, pair_sizes, read_pair
 from .errors import SarColorError
-from .preprocess import scene_stats, to_db
+from .preprocess import SceneStats, scene_stats, to_db
 
 log = logging.getLogger("sarcolor")
 
@@ -42,6 +47,8 @@ CAPTION_H = 14  # contact-sheet strip above each row with the pair's name
 BACKGROUND = (40, 40, 40)  # around thumbnails that are not square
 HEATMAP_MAX = 40.0  # CIEDE2000 at the top of the heatmap colour scale (larger values are clipped)
 NODATA_RGB = (128, 128, 128)  # heatmap pixels that were not scored
+LOOKS = ("sar", "optical")  # --looks: lightness from the SAR + predicted colour; the full optical-like prediction
+ALL = "all"  # the summary's key for all sources together
 
 
 # --------------------------------------------------------------------------------------- grey levels
@@ -53,7 +60,17 @@ def sar_display(sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.nd
     linear or amplitude input it is the scene's 99th percentile, which is how volkov_s1s2's PNGs were made.
     Invalid pixels are 0.
     """
+    return _display(sar_raw, sar_valid, scene_stats(sar_raw, sar_valid, scale))
+
+
+def sar_views(sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """The SAR's 8-bit grey display (``sar_display``) and its log (dB, ``preprocess.to_db``; what
+    ``metrics.structure`` compares edges with), from one pass of scene statistics."""
     stats = scene_stats(sar_raw, sar_valid, scale)
+    return _display(sar_raw, sar_valid, stats), to_db(sar_raw, stats.scale)
+
+
+def _display(sar_raw: np.ndarray, sar_valid: np.ndarray, stats: SceneStats) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         if stats.scale == "8bit":
             # The stored value exactly (to_db clamps 0 to 0.5 for the log, which would merge levels 0 and 1).
@@ -73,6 +90,10 @@ def pair_valid(sar_valid: np.ndarray, opt: np.ndarray, opt_valid: np.ndarray) ->
 
 # ------------------------------------------------------------------------------------------- models
 class Predictor(Protocol):
+    """What is scored. One may also have ``for_pair(ref) -> Predictor | None``: the predictor to use on that
+    pair (a per-source baseline picks its source's fit; None: it has nothing for that pair, which is then not
+    scored for it). Baselines set ``baseline = True`` (they stay off the contact sheets)."""
+
     name: str
 
     def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
@@ -83,6 +104,23 @@ class Predictor(Protocol):
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # (grey (H,W) uint8, opt (H,W,3) uint8, valid (H,W) bool)
 
 
+def for_pair(pred: Predictor, ref: PairRef) -> Predictor | None:
+    """The predictor that scores ``ref`` (see ``Predictor``)."""
+    bind = getattr(pred, "for_pair", None)
+    return bind(ref) if bind else pred
+
+
+@dataclass
+class SarGrey:
+    """Baseline: the SAR's 8-bit display as grey RGB (all of its structure, no colour)."""
+
+    name: str = "sar-grey"
+    baseline: ClassVar[bool] = True
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        return metrics.grey_rgb(sar_display(sar_raw, sar_valid, scale))
+
+
 @dataclass
 class MeanColour:
     """Baseline: the mean colour of all valid training pixels, everywhere."""
@@ -91,6 +129,7 @@ class MeanColour:
     rgb: np.ndarray = field(default_factory=lambda: np.zeros(3))  # float64 mean
     _sum: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
     _n: int = 0
+    baseline: ClassVar[bool] = True
 
     def update(self, grey: np.ndarray, opt: np.ndarray, valid: np.ndarray) -> None:
         """Accumulate one training pair (pairs are streamed: the training split need not fit in memory)."""
@@ -99,7 +138,7 @@ class MeanColour:
 
     def finish(self) -> MeanColour:
         if self._n == 0:
-            raise SarColorError("the training split has no valid pixels to fit the baselines on")
+            raise SarColorError(f"{self.name}: the training pairs have no valid pixels to fit it on")
         self.rgb = self._sum / self._n
         return self
 
@@ -121,6 +160,7 @@ class IntensityLookup:
     table: np.ndarray = field(default_factory=lambda: np.zeros((256, 3)))  # float64 mean RGB per level
     counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))  # training pixels per level
     _sums: np.ndarray = field(default_factory=lambda: np.zeros((256, 3)), repr=False)
+    baseline: ClassVar[bool] = True
 
     def update(self, grey: np.ndarray, opt: np.ndarray, valid: np.ndarray) -> None:
         g = grey[valid]
@@ -133,7 +173,7 @@ class IntensityLookup:
         beyond the first and last filled level)."""
         filled = np.flatnonzero(self.counts)
         if filled.size == 0:
-            raise SarColorError("the training split has no valid pixels to fit the baselines on")
+            raise SarColorError(f"{self.name}: the training pairs have no valid pixels to fit it on")
         means = self._sums[filled] / self.counts[filled, None]
         levels = np.arange(256)
         self.table = np.stack([np.interp(levels, filled, means[:, c]) for c in range(3)], axis=1)
@@ -149,19 +189,46 @@ class IntensityLookup:
         return lut[sar_display(sar_raw, sar_valid, scale)]
 
 
+Fittable = MeanColour | IntensityLookup
+
+
+@dataclass
+class PerSource:
+    """A baseline fitted on each source's training part alone; a pair is predicted by its own source's fit
+    (a source without training pairs has none: its pairs are not scored for this baseline)."""
+
+    name: str
+    by_source: dict[str, Fittable]
+    baseline: ClassVar[bool] = True
+
+    def for_pair(self, ref: PairRef) -> Fittable | None:
+        return self.by_source.get(ref.source)
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        raise SarColorError(f"{self.name} predicts per pair (for_pair), not on a bare array")
+
+
 @dataclass
 class ModelRunner:
-    """A loaded generator run through the tiled inference of ``colorize``."""
+    """A loaded generator in one look, run through the tiled inference of ``colorize``."""
 
     name: str
     model: object  # torch.nn.Module
     cfg: object  # ModelConfig
     device: str = "cpu"
+    look: str = "sar"
+    render: str | None = None  # the optical rendering of the pair's source (PairRef.render), when known
+
+    def for_pair(self, ref: PairRef) -> ModelRunner:
+        # A source whose rendering the model knows is coloured in it; any other in the model's default.
+        known = getattr(self.cfg, "renders", ())
+        return replace(self, render=ref.render if ref.render in known else None)
 
     def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
         from .colorize import colorize_array
 
-        return colorize_array(self.model, self.cfg, sar_raw, valid=sar_valid, scale=scale, device=self.device)
+        return colorize_array(self.model, self.cfg, sar_raw, valid=sar_valid, scale=scale, device=self.device,
+                              look=self.look, render=self.render)
 
 
 def _model_file(spec: str) -> Path | str:
@@ -187,17 +254,28 @@ def _display_name(spec: str, taken: set[str]) -> str:
     return name
 
 
-def load_runners(specs: Sequence[str], device: str = "auto") -> list[ModelRunner]:
-    """Load every --models entry (shipped name, .safetensors file or checkpoint folder)."""
+def parse_looks(text: str | Sequence[str]) -> list[str]:
+    """--looks: comma-separated looks, each at most once, in the order given."""
+    looks = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    bad = [x for x in looks if x not in LOOKS]
+    if bad or not looks or len(set(looks)) != len(looks):
+        raise SarColorError(f"--looks {','.join(looks)!r}: give one or more of {', '.join(LOOKS)}, "
+                            "comma-separated, each once")
+    return looks
+
+
+def load_runners(specs: Sequence[str], device: str = "auto", looks: Sequence[str] = LOOKS) -> list[ModelRunner]:
+    """Load every --models entry (shipped name, .safetensors file or checkpoint folder) once, and give one
+    runner per look, named ``<model> [<look>]``: all models' first look, then all models' second look."""
     from .colorize import resolve_device
     from .models import load_model
 
     dev = str(resolve_device(device))  # a clear error for --device cuda without a GPU
-    runners: list[ModelRunner] = []
+    loaded: list[tuple[str, object, object]] = []
     for spec in specs:
         model, cfg = load_model(_model_file(spec), device=dev)
-        runners.append(ModelRunner(_display_name(spec, {r.name for r in runners}), model, cfg, dev))
-    return runners
+        loaded.append((_display_name(spec, {n for n, _, _ in loaded}), model, cfg))
+    return [ModelRunner(f"{name} [{look}]", model, cfg, dev, look) for look in looks for name, model, cfg in loaded]
 
 
 # ------------------------------------------------------------------------------------------- pairs
@@ -280,6 +358,9 @@ def select_pairs(config: str | None, data: str | None, split: str | None) -> Sel
         note = f"baselines fitted on {len(train)} pair(s), {len(shared)} of them scored too (no held-out split)"
     else:
         note = f"baselines fitted on {len(train)} training pair(s)"
+    untrained = sorted({p.source for p in pairs} - {p.source for p in train})
+    if untrained:
+        note += f"; no training pairs of {', '.join(untrained)}: the /src baselines do not score them"
     return Selection(pairs, train, f"{source}, split {split}: {len(pairs)} pair(s); {note}")
 
 
@@ -292,17 +373,24 @@ def check_sizes(pairs: Sequence[PairRef]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ fitting
-def fit_baselines(train: Sequence[PairRef], quiet: bool = False) -> list[MeanColour | IntensityLookup]:
-    """Fit the mean-colour and intensity-lookup baselines on the training pairs, in one streamed pass."""
+def fit_baselines(train: Sequence[PairRef], quiet: bool = False) -> list[Predictor]:
+    """The baselines, fitted on the training pairs in one streamed pass: ``sar-grey`` (nothing to fit),
+    ``mean-colour`` and ``intensity-lookup`` on all of them, and the ``/src`` variants on each source's."""
     from tqdm import tqdm
 
-    baselines = [MeanColour(), IntensityLookup()]
+    mean, lookup = MeanColour(), IntensityLookup()
+    per_source: dict[str, tuple[MeanColour, IntensityLookup]] = {}
     for ref in tqdm(train, desc="fitting baselines", unit="pair", disable=quiet, leave=False):
         sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
         sample = (sar_display(sar, sar_valid, scale), opt, pair_valid(sar_valid, opt, opt_valid))
-        for b in baselines:
+        mine = per_source.setdefault(ref.source, (MeanColour(f"mean-colour/src:{ref.source}"),
+                                                  IntensityLookup(f"intensity-lookup/src:{ref.source}")))
+        for b in (mean, lookup, *mine):
             b.update(*sample)
-    return [b.finish() for b in baselines]
+    return [SarGrey(), mean.finish(),
+            PerSource("mean-colour/src", {s: m.finish() for s, (m, _) in per_source.items()}),
+            lookup.finish(),
+            PerSource("intensity-lookup/src", {s: lu.finish() for s, (_, lu) in per_source.items()})]
 
 
 # ------------------------------------------------------------------------------------- contact sheet
@@ -373,25 +461,54 @@ def heatmap(delta_e: np.ndarray, valid: np.ndarray, vmax: float = HEATMAP_MAX) -
 # ------------------------------------------------------------------------------------------- report
 @dataclass
 class Report:
-    rows: list[dict]  # per image and model: image, group, model, valid_pixels, metrics...
-    summary: dict[str, dict[str, float | int]]  # model -> metric -> mean (+ "count")
+    rows: list[dict]  # per image and model: image, source, group, model, valid_pixels, metrics...
+    summary: dict[str, dict[str, dict[str, float | int]]]  # "all" / source -> model -> metric -> mean (+ count)
     files: dict[str, Path]
 
 
-def summarise(rows: Sequence[dict], models: Sequence[str]) -> dict[str, dict[str, float | int]]:
-    """Mean of each metric per model over the images where it is defined (NaN-free); ``count`` = images.
+@dataclass
+class PatchBank:
+    """The SWD patches of every scored image: the truth's, and each model's at the same places."""
 
-    PSNR is ``inf`` for an image predicted exactly, and so is its mean then: reported, not clipped.
-    """
-    out: dict[str, dict[str, float | int]] = {}
-    for name in models:
-        mine = [r for r in rows if r["model"] == name]
-        out[name] = {}
-        for k in metrics.METRICS:
-            vals = np.array([r[k] for r in mine], dtype=np.float64)
-            vals = vals[~np.isnan(vals)]
-            out[name][k] = float(vals.mean()) if vals.size else math.nan
-        out[name]["count"] = len(mine)
+    truth: dict[str, list[np.ndarray]] = field(default_factory=dict)  # image -> per pyramid level
+    pred: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)  # (model, image) -> levels
+
+    def swd(self, model: str, images: Sequence[str]) -> float:
+        """SWD of the model's patches on ``images`` against the truth's patches of the same images."""
+        preds = [self.pred[(model, i)] for i in images if (model, i) in self.pred]
+        truths = [self.truth[i] for i in images if (model, i) in self.pred]
+        n = max((len(t) for t in truths), default=0)
+        if n == 0:
+            return math.nan
+
+        def levels(sets: list[list[np.ndarray]]) -> list[np.ndarray]:
+            return [np.concatenate([s[k] for s in sets if len(s) > k]) for k in range(n)]
+
+        return metrics.swd(levels(preds), levels(truths))
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    vals = np.array(values, dtype=np.float64)
+    vals = vals[~np.isnan(vals)]
+    return float(vals.mean()) if vals.size else math.nan
+
+
+def summarise(rows: Sequence[dict], models: Sequence[str], patches: PatchBank | None = None
+              ) -> dict[str, dict[str, dict[str, float | int]]]:
+    """{"all": {model: {metric: mean, ..., "swd": ..., "count": n}}, <source>: {...}, ...}: the mean of each
+    per-image metric over the images where it is defined (NaN-free), the SWD of the group's images as one set,
+    and ``count`` = images scored. PSNR is ``inf`` for an image predicted exactly, and so is its mean then:
+    reported, not clipped."""
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for group in [ALL, *sources]:
+        out[group] = {}
+        for name in models:
+            mine = [r for r in rows if r["model"] == name and group in (ALL, r["source"])]
+            vals: dict[str, float | int] = {k: _nanmean([r[k] for r in mine]) for k in metrics.METRICS}
+            vals["swd"] = patches.swd(name, [r["image"] for r in mine]) if patches else math.nan
+            vals["count"] = len(mine)
+            out[group][name] = vals
     return out
 
 
@@ -404,23 +521,35 @@ def _json_safe(x: object) -> object:
     return x
 
 
-_COLUMNS = {"psnr": ("PSNR dB ↑", "{:.2f}"), "ssim": ("SSIM ↑", "{:.4f}"), "ciede2000": ("ΔE00 ↓", "{:.2f}"),
-            "sam": ("SAM ° ↓", "{:.2f}"), "chroma_ratio": ("chroma ratio →1", "{:.3f}"),
+# Report columns, in order: the colour/fog metrics first.
+_COLUMNS = {"colour_error": ("colour ΔE00 ↓", "{:.2f}"), "structure": ("structure ↑", "{:.3f}"),
+            "sharpness": ("sharpness →1", "{:.3f}"), "swd": ("SWD ↓", "{:.3f}"),
+            "ciede2000": ("ΔE00 ↓", "{:.2f}"), "chroma_ratio": ("chroma ratio →1", "{:.3f}"),
+            "psnr": ("PSNR dB ↑", "{:.2f}"), "ssim": ("SSIM ↑", "{:.4f}"), "sam": ("SAM ° ↓", "{:.2f}"),
             "ab_wasserstein": ("a*b* W1 ↓", "{:.2f}"), "identity_collapse": ("collapse ↓", "{:.0%}")}
 
 
 def markdown_table(summary: dict[str, dict[str, float | int]]) -> str:
-    """The summary as a GitHub Markdown table, one row per model."""
-    head = ["model", *(_COLUMNS[k][0] for k in metrics.METRICS), "n"]
+    """One group's summary ({model: values}) as a GitHub Markdown table, one row per model."""
+    head = ["model", *(title for title, _ in _COLUMNS.values()), "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":--"] + ["--:"] * (len(head) - 1)) + "|"]
     for name, vals in summary.items():
         cells = [name]
-        for k in metrics.METRICS:
+        for k, (_, fmt) in _COLUMNS.items():
             v = float(vals[k])
-            cells.append(_COLUMNS[k][1].format(v) if math.isfinite(v) else str(v))
+            cells.append(fmt.format(v) if math.isfinite(v) else str(v))
         cells.append(str(vals["count"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_tables(summary: dict[str, dict[str, dict[str, float | int]]]) -> str:
+    """Every group's table under a heading: all sources first, then each source."""
+    parts = []
+    for group, table in summary.items():
+        n = max((int(v["count"]) for v in table.values()), default=0)
+        parts += [f"## {'all sources' if group == ALL else group} ({n} pair(s))", "", markdown_table(table)]
+    return "\n".join(parts)
 
 
 def _safe(name: str) -> str:
@@ -428,10 +557,15 @@ def _safe(name: str) -> str:
 
 
 def _pick_samples(pairs: Sequence[PairRef], samples: int | Sequence[str], seed: int = 0) -> list[int]:
-    """Indices of the contact-sheet rows: the named pairs, or ``samples`` drawn at random (fixed seed)."""
+    """Indices of the contact-sheet rows: the named pairs, or ``samples`` per source drawn at random (fixed
+    seed)."""
     if isinstance(samples, int):
-        n = min(max(samples, 0), len(pairs))
-        return sorted(np.random.default_rng(seed).choice(len(pairs), size=n, replace=False).tolist())
+        out = []
+        for source in dict.fromkeys(p.source for p in pairs):
+            idx = [i for i, p in enumerate(pairs) if p.source == source]
+            n = min(max(samples, 0), len(idx))
+            out += [idx[j] for j in np.random.default_rng(seed).choice(len(idx), size=n, replace=False)]
+        return sorted(out)
     index = {p.name: i for i, p in enumerate(pairs)}
     out = []
     for s in samples:
@@ -442,85 +576,115 @@ def _pick_samples(pairs: Sequence[PairRef], samples: int | Sequence[str], seed: 
     return out
 
 
-def run_evaluation(pairs: Sequence[PairRef], predictors: Sequence[Predictor], out: str | Path, *,
-                   samples: int | Sequence[str] = 6, heatmaps: bool = False, quiet: bool = False,
-                   description: str = "") -> Report:
-    """Score every predictor on every pair and write the report folder; returns what was written."""
-    from tqdm import tqdm
-
+def _check_predictors(predictors: Sequence[Predictor], pairs: Sequence[PairRef]) -> None:
     if not predictors:
         raise SarColorError("nothing to evaluate: no models and no baselines")
     names = [p.name for p in predictors]
     if len(set(names)) != len(names):
         raise SarColorError(f"model names must be unique: {names}")
+    if any(p.source == ALL for p in pairs):
+        raise SarColorError(f"a data source is named {ALL!r}, the report's name for all sources: rename it "
+                            "(name: in the config)")
+
+
+def _score_pair(ref: PairRef, predictors: Sequence[Predictor], bank: PatchBank, heat_dir: Path | None,
+                sheet: bool) -> tuple[list[dict], list[Image.Image]]:
+    """Score every predictor on one pair: its rows, SWD patches into ``bank``, and contact-sheet panels
+    (SAR, each non-baseline prediction, truth) when ``sheet``."""
+    sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
+    if sar.shape != opt.shape[:2]:  # check_sizes saw the headers; this guards the pixels read
+        raise SarColorError(f"pair {ref.name}: SAR {sar.shape} and optical {opt.shape[:2]} differ in "
+                            "size; nothing was scored")
+    valid = pair_valid(sar_valid, opt, opt_valid)
+    grey, sar_db = sar_views(sar, sar_valid, scale)
+    reference = metrics.prepare(opt, grey, valid, sar_db)
+    positions = metrics.patch_positions(valid, seed=zlib.crc32(ref.name.encode()))
+    bank.truth[ref.name] = metrics.laplacian_patches(opt, positions)
+    rows, panels = [], [thumbnail(grey)] if sheet else []
+    for pred_obj in predictors:
+        bound = for_pair(pred_obj, ref)
+        if bound is None:
+            continue
+        pred = bound.predict(sar, sar_valid, scale)
+        if pred.shape != opt.shape or pred.dtype != np.uint8:
+            raise SarColorError(f"{pred_obj.name} on {ref.name}: returned {pred.shape} {pred.dtype}, "
+                                f"expected {opt.shape} uint8")
+        scores, delta_e = metrics.score(pred, reference)
+        rows.append({"image": ref.name, "source": ref.source, "group": ref.group, "model": pred_obj.name,
+                     "valid_pixels": int(valid.sum()), **scores})
+        bank.pred[(pred_obj.name, ref.name)] = metrics.laplacian_patches(pred, positions)
+        if sheet and not getattr(pred_obj, "baseline", False):
+            panels.append(thumbnail(pred))
+        if heat_dir:
+            Image.fromarray(heatmap(delta_e, valid)).save(heat_dir / f"{_safe(ref.name)}__{_safe(pred_obj.name)}.png")
+    if sheet:
+        panels.append(thumbnail(opt))
+    return rows, panels
+
+
+def run_evaluation(pairs: Sequence[PairRef], predictors: Sequence[Predictor], out: str | Path, *,
+                   samples: int | Sequence[str] = 6, heatmaps: bool = False, quiet: bool = False,
+                   description: str = "") -> Report:
+    """Score every predictor on every pair and write the report folder; returns what was written.
+
+    ``samples``: contact-sheet rows, a number per source or pair names; one sheet per source."""
+    from tqdm import tqdm
+
+    _check_predictors(predictors, pairs)
+    names = [p.name for p in predictors]
     check_sizes(pairs)  # every pair, before any inference: nothing is computed on misaligned sizes
     sample_idx = set(_pick_samples(pairs, samples))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if heatmaps:
-        (out / "heatmaps").mkdir(exist_ok=True)
+    heat_dir = out / "heatmaps" if heatmaps else None
+    if heat_dir:
+        heat_dir.mkdir(exist_ok=True)
     rows: list[dict] = []
-    sheet_rows: list[tuple[str, list[Image.Image]]] = []
+    sheets: dict[str, list[tuple[str, list[Image.Image]]]] = {}
+    bank = PatchBank()
     bar = tqdm(pairs, desc="evaluating", unit="pair", disable=quiet)
     for i, ref in enumerate(bar):
-        sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
-        if sar.shape != opt.shape[:2]:  # check_sizes saw the headers; this guards the pixels read
-            raise SarColorError(f"pair {ref.name}: SAR {sar.shape} and optical {opt.shape[:2]} differ in "
-                                "size; nothing was scored")
-        valid = pair_valid(sar_valid, opt, opt_valid)
-        grey = sar_display(sar, sar_valid, scale)
-        reference = metrics.prepare(opt, grey, valid)
-        panels = [thumbnail(grey)] if i in sample_idx else []
-        for pred_obj in predictors:
-            pred = pred_obj.predict(sar, sar_valid, scale)
-            if pred.shape != opt.shape or pred.dtype != np.uint8:
-                raise SarColorError(f"{pred_obj.name} on {ref.name}: returned {pred.shape} {pred.dtype}, "
-                                    f"expected {opt.shape} uint8")
-            scores, delta_e = metrics.score(pred, reference)
-            rows.append({"image": ref.name, "group": ref.group, "model": pred_obj.name,
-                         "valid_pixels": int(valid.sum()), **scores})
-            if panels:
-                panels.append(thumbnail(pred))
-            if heatmaps:
-                Image.fromarray(heatmap(delta_e, valid)).save(
-                    out / "heatmaps" / f"{_safe(ref.name)}__{_safe(pred_obj.name)}.png")
+        pair_rows, panels = _score_pair(ref, predictors, bank, heat_dir, i in sample_idx)
+        rows += pair_rows
         if panels:
-            sheet_rows.append((ref.name, [*panels, thumbnail(opt)]))
-        first = [r for r in rows if r["model"] == names[0]]
-        bar.set_postfix({f"ΔE {names[0]}": f"{np.nanmean([r['ciede2000'] for r in first]):.2f}"})
-    summary = summarise(rows, names)
-    files = _write_report(out, rows, summary, sheet_rows, names, description, heatmaps)
+            sheets.setdefault(ref.source, []).append((ref.name, panels))
+        first = [r["ciede2000"] for r in rows if r["model"] == names[0]]
+        if first:
+            bar.set_postfix({f"ΔE {names[0]}": f"{np.nanmean(first):.2f}"})
+    summary = summarise(rows, names, bank)
+    shown = [p.name for p in predictors if not getattr(p, "baseline", False)]
+    files = _write_report(out, rows, summary, sheets, shown, description, heatmaps)
     return Report(rows, summary, files)
 
 
-def _write_report(out: Path, rows: list[dict], summary: dict, sheet_rows: list, names: list[str],
+def _write_report(out: Path, rows: list[dict], summary: dict, sheets: dict[str, list], shown: list[str],
                   description: str, heatmaps: bool) -> dict[str, Path]:
-    files = {"csv": out / "per_image.csv", "json": out / "summary.json", "md": out / "summary.md",
-             "sheet": out / "contact_sheet.png"}
-    fields = ["image", "group", "model", "valid_pixels", *metrics.METRICS]
+    files = {"csv": out / "per_image.csv", "json": out / "summary.json", "md": out / "summary.md"}
+    fields = ["image", "source", "group", "model", "valid_pixels", *metrics.METRICS]
     with open(files["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for r in rows:
             w.writerow({k: (format(v, ".10g") if isinstance(v, float) else v) for k, v in r.items()})
     files["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
-    md = ["# sarcolor evaluation", "", description, "",
-          markdown_table(summary),
-          "Metrics on 8-bit RGB per image, then averaged over images; nodata in either image excluded. "
-          "↑ higher is better, ↓ lower is better, →1 best at 1; collapse: share of images whose prediction "
-          "is closer to the grey SAR than to the truth. Definitions: docs/metrics.md.", ""]
-    if sheet_rows:
-        (w_, h_), _ = sheet_layout(len(sheet_rows), len(names) + 2)
-        md += [f"Contact sheet (`contact_sheet.png`, {w_}x{h_}): SAR | {' | '.join(names)} | truth, rows: "
+    md = ["# sarcolor evaluation", "", description, "", markdown_tables(summary),
+          "Per image, then averaged over images (SWD: over each group's images as one set); nodata in either "
+          "image excluded. ↑ higher is better, ↓ lower is better, →1 best at 1. colour ΔE00: CIEDE2000 of the "
+          "smoothed colours on the truth's lightness (colour alone); structure: correlation of the output's "
+          "edges with the SAR's; sharpness: Laplacian std over the truth's; SWD: patch realism; collapse: share "
+          "of images closer to the grey SAR than to the truth. `/src` baselines are fitted on the pair's own "
+          "source's training part. Definitions: docs/metrics.md.", ""]
+    titles = ["SAR", *shown, "truth"]
+    for source, sheet_rows in sheets.items():
+        files[f"sheet:{source}"] = path = out / f"contact_sheet_{_safe(source)}.png"
+        (w_, h_), _ = sheet_layout(len(sheet_rows), len(titles))
+        md += [f"Contact sheet `{path.name}` ({w_}x{h_}): {' | '.join(titles)}, rows: "
                + ", ".join(f"`{r[0]}`" for r in sheet_rows) + ".", ""]
+        contact_sheet(sheet_rows, titles).save(path)
     if heatmaps:
         md += [f"Heatmaps (`heatmaps/<image>__<model>.png`): per-pixel CIEDE2000, black 0 to pale yellow "
                f"{HEATMAP_MAX:g}+; grey = not scored.", ""]
     files["md"].write_text("\n".join(md))
-    if sheet_rows:
-        contact_sheet(sheet_rows, ["SAR", *names, "truth"]).save(files["sheet"])
-    else:
-        files.pop("sheet")
     return files
 
 
@@ -538,10 +702,11 @@ def parse_samples(text: str | int) -> int | list[str]:
 
 def evaluate_from_cli(args: argparse.Namespace) -> int:
     """``sarcolor evaluate``: select pairs, fit baselines, load models, score, write the report."""
+    looks = parse_looks(args.looks)
     sel = select_pairs(args.config, args.data, args.split)
     samples = parse_samples(args.samples)
     check_sizes(sel.pairs)  # fail fast, before fitting or loading anything
-    predictors: list[Predictor] = list(load_runners(args.models, args.device)) if args.models else []
+    predictors: list[Predictor] = list(load_runners(args.models, args.device, looks)) if args.models else []
     if not args.no_baselines:
         check_sizes(sel.train)
         predictors += fit_baselines(sel.train, quiet=args.quiet)
@@ -551,6 +716,6 @@ def evaluate_from_cli(args: argparse.Namespace) -> int:
     report = run_evaluation(sel.pairs, predictors, args.out, samples=samples, heatmaps=args.heatmap,
                             quiet=args.quiet, description=sel.description)
     if not args.quiet:
-        print(markdown_table(report.summary), end="")
+        print(markdown_tables(report.summary), end="")
         print(f"report: {Path(args.out)}")
     return 0

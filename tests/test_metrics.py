@@ -179,3 +179,158 @@ def test_size_mismatch_raises(pair):
     pred, truth = pair
     with pytest.raises(SarColorError, match="differ in size"):
         m.psnr(pred[:-1], truth)
+
+
+# ------------------------------------------------------------------- colour, structure, sharpness (issue 12)
+def lab_image(lab: np.ndarray) -> np.ndarray:
+    """Lab (H, W, 3) -> uint8 sRGB (the values chosen stay inside the gamut)."""
+    from skimage.color import lab2rgb
+
+    return np.clip(np.rint(lab2rgb(lab) * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def scene() -> dict[str, np.ndarray]:
+    """A hand-made scene: a log-SAR texture; a truth whose L* follows it and whose colour follows fields."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    h, w = 96, 112
+    sar_db = gaussian_filter(rng.standard_normal((h, w)), 3) * 40 - 12  # smooth fields with edges, dB
+    fields = (np.arange(w)[None, :] // 28 + np.arange(h)[:, None] // 32) % 3  # three crop colours
+    ab = np.array([(20.0, 30.0), (-25.0, 20.0), (5.0, -25.0)])[fields]
+    light = 50 + 3 * (sar_db - sar_db.mean())
+    truth = lab_image(np.dstack([np.clip(light, 25, 75), ab]))
+    return {"sar_db": sar_db, "truth": truth, "lab": rgb2lab(img_as_float(truth))}
+
+
+def test_colour_error_ignores_lightness(scene):
+    lab = scene["lab"].copy()
+    lab[..., 0] = np.clip(lab[..., 0] + 15, 0, 90)  # same a*b*, every pixel 15 L* brighter
+    brighter = lab_image(lab)
+    assert m.ciede2000(brighter, scene["truth"]) > 8  # the full CIEDE2000 sees the lightness change...
+    assert m.colour_error(brighter, scene["truth"]) < 0.6  # ... colour alone sees only 8-bit rounding
+    assert m.colour_error(scene["truth"], scene["truth"]) == 0.0
+
+
+def test_colour_error_of_grey_is_the_truths_chroma_error():
+    truth_lab = np.array([60.0, 30.0, -40.0])
+    truth = lab_image(np.broadcast_to(truth_lab, (16, 16, 3)))
+    grey = solid((90, 90, 90), 16, 16)  # any grey: its lightness is replaced by the truth's
+    t = rgb2lab(img_as_float(truth))[0, 0]
+    expected = deltaE_ciede2000(t, np.array([t[0], 0.0, 0.0]))  # the same L*, no chroma
+    assert expected > 20
+    assert m.colour_error(grey, truth) == pytest.approx(expected, abs=0.05)
+
+
+def test_colour_error_nodata_does_not_bleed():
+    truth = solid((40, 160, 60), 24, 24)
+    pred = truth.copy()
+    pred[:, 12:] = (255, 0, 255)  # wrong, but only where the mask says nodata
+    valid = np.ones((24, 24), bool)
+    valid[:, 12:] = False
+    assert m.colour_error(pred, truth, valid) == pytest.approx(0.0, abs=1e-9)
+    assert m.colour_error(pred, truth) > 10  # scored, the magenta half counts (and smears over the seam)
+
+
+def test_structure_of_sar_in_grey_is_high_and_fog_is_low(scene):
+    from scipy.ndimage import gaussian_filter
+
+    db = scene["sar_db"]
+    grey = np.rint((db - db.min()) / np.ptp(db) * 255).astype(np.uint8)  # a dB display, as SEN1-2's
+    assert m.structure(m.grey_rgb(grey), scene["sar_db"]) > 0.9
+    assert m.structure(scene["truth"], scene["sar_db"]) > 0.9  # its L* follows the SAR
+    fog = gaussian_filter(scene["truth"].astype(float), (8, 8, 0)).astype(np.uint8)
+    assert m.structure(fog, scene["sar_db"]) < 0.5
+    assert m.structure(solid((120, 130, 90), 96, 112), scene["sar_db"]) == 0.0  # flat: kept nothing
+    assert math.isnan(m.structure(scene["truth"], np.zeros((96, 112))))  # a flat SAR: nothing to keep
+
+
+def test_structure_ignores_nodata(scene):
+    valid = np.ones(scene["sar_db"].shape, bool)
+    valid[:, 60:] = False
+    garbage = scene["truth"].copy()
+    garbage[:, 60:] = np.random.default_rng(0).integers(0, 256, garbage[:, 60:].shape)
+    sar = scene["sar_db"].copy()
+    sar[:, 60:] = -999.0  # a nodata fill value
+    assert m.structure(garbage, sar, valid) == pytest.approx(
+        m.structure(scene["truth"][:, :60], scene["sar_db"][:, :60]), abs=1e-9)
+
+
+def test_sharpness():
+    from scipy.ndimage import gaussian_filter
+
+    truth = texture(5, 96)
+    assert m.sharpness(truth, truth) == 1.0
+    blurred = gaussian_filter(truth.astype(float), (1.5, 1.5, 0)).round().astype(np.uint8)
+    assert m.sharpness(blurred, truth) < 0.5
+    noisy = np.clip(truth + np.random.default_rng(1).normal(0, 20, truth.shape), 0, 255).astype(np.uint8)
+    assert m.sharpness(noisy, truth) > 1.5
+    assert math.isnan(m.sharpness(truth, solid((9, 9, 9), 96, 96)))  # a flat truth: no scale
+
+
+def test_score_includes_the_new_metrics(scene):
+    grey = scene["truth"][..., 1].copy()
+    got = m.all_metrics(scene["truth"], scene["truth"], grey, sar_db=scene["sar_db"])
+    assert got["colour_error"] == 0.0 and got["sharpness"] == 1.0
+    assert got["structure"] == pytest.approx(m.structure(scene["truth"], scene["sar_db"]), rel=1e-12)
+    assert math.isnan(m.all_metrics(scene["truth"], scene["truth"], grey)["structure"])  # no log SAR given
+
+
+# -------------------------------------------------------------------------------------------------- SWD
+def texture(seed: int, size: int = 128) -> np.ndarray:
+    """A random texture generator: smoothed coloured noise."""
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(np.random.default_rng(seed).standard_normal((size, size, 3)), (1.5, 1.5, 0))
+    return np.clip(128 + f * 300, 0, 255).astype(np.uint8)
+
+
+def patch_set(images: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
+    per_image = [m.laplacian_patches(img, m.patch_positions(np.ones(img.shape[:2], bool), s))
+                 for img, s in zip(images, seeds, strict=True)]
+    return [np.concatenate(level) for level in zip(*per_image, strict=True)]
+
+
+def test_swd_tells_texture_from_blur():
+    from scipy.ndimage import gaussian_filter
+
+    truths = [texture(s, 256) for s in range(4)]
+    others = [texture(s, 256) for s in range(10, 14)]  # the same generator, different draws
+    blurred = [gaussian_filter(t.astype(float), (2, 2, 0)).astype(np.uint8) for t in truths]
+    ref = patch_set(truths, [0, 1, 2, 3])
+    # 256 to 32 px band-pass levels: 128 patches per image; the 16 px low-pass has only 10x10 patch corners
+    assert [len(level) for level in ref] == [4 * m.PATCHES_PER_LEVEL] * 4 + [4 * 100]
+    assert m.swd(ref, ref) == 0.0
+    same_kind = m.swd(patch_set(others, [4, 5, 6, 7]), ref)
+    blur = m.swd(patch_set(blurred, [0, 1, 2, 3]), ref)
+    assert same_kind < 0.4 * blur  # measured: 0.083 vs 0.298
+    assert m.swd(patch_set(others, [4, 5, 6, 7]), ref) == same_kind  # deterministic
+
+
+def test_swd_patches_avoid_nodata():
+    valid = np.ones((64, 64), bool)
+    valid[:, 32:] = False
+    pos = m.patch_positions(valid, 0)
+    assert all((p[:, 1] + m.PATCH <= 32).all() for p in pos[:1])  # the finest level stays left of the seam
+    img = texture(3, 64)
+    img2 = img.copy()
+    img2[:, 32:] = 255 - img2[:, 32:]
+    for a, b in zip(m.laplacian_patches(img, pos), m.laplacian_patches(img2, pos), strict=True):
+        assert np.allclose(a, b, rtol=0, atol=1e-6)  # nodata never reaches a sampled patch (float32 ulps)
+    assert len(m.patch_positions(np.zeros((64, 64), bool), 0)[0]) == 0
+
+
+def test_swd_bad_input():
+    with pytest.raises(SarColorError, match="levels"):
+        m.swd([np.zeros((3, 7, 7, 3))], [])
+    assert math.isnan(m.swd([np.zeros((0, 7, 7, 3))], [np.zeros((5, 7, 7, 3))]))
+
+
+def test_pyramid_upsampling_is_skimage_resize():
+    from skimage.transform import resize
+
+    coarse = np.random.default_rng(0).random((9, 13, 3))
+    rows, cols = np.meshgrid(np.arange(17), np.arange(26), indexing="ij")
+    expected = resize(coarse, (17, 26, 3), order=1, mode="edge", anti_aliasing=False)
+    assert np.allclose(m._upsampled(coarse, (17, 26), rows, cols), expected, rtol=0, atol=1e-12)
