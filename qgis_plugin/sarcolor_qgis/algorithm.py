@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 from qgis.core import (
@@ -56,6 +57,17 @@ class ColorizeAlgorithm(QgsProcessingAlgorithm):
             fileFilter="sarcolor models (*.safetensors)"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Colorized"))
 
+    def checkParameterValues(self, parameters, context):
+        # 'default' (the shipped model's name) is not a file, but is a valid MODEL.
+        model = parameters.get(self.MODEL)
+        if isinstance(model, str) and model.strip() == "default":
+            parameters = {**parameters, self.MODEL: None}
+        ok, msg = super().checkParameterValues(parameters, context)
+        src = parameters.get(self.INPUT)
+        if not ok and isinstance(src, str) and os.path.isfile(src) and self.INPUT in msg:
+            msg = f"{src}: not a raster QGIS can open (sarcolor needs a SAR image: GeoTIFF, TIFF, PNG or JPEG)"
+        return ok, msg
+
     def processAlgorithm(self, parameters, context, feedback):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
@@ -77,7 +89,9 @@ class ColorizeAlgorithm(QgsProcessingAlgorithm):
                 raise runner.RunError(f"look {look!r} needs a newer sarcolor than {runner.version(exe)!r}; "
                                       "update it or use look 'sar'")
             feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in args))
-            runner.run(args, progress=feedback.setProgress, message=feedback.pushConsoleInfo,
+            # Other output (a broken installation's traceback) only when debugging, as in sarcolor itself.
+            debug = feedback.pushDebugInfo if os.environ.get("SARCOLOR_DEBUG") else None
+            runner.run(args, progress=feedback.setProgress, message=feedback.pushConsoleInfo, debug=debug,
                        cancelled=feedback.isCanceled)
         except runner.RunError as exc:
             raise QgsProcessingException(str(exc)) from None

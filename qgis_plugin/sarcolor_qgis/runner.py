@@ -152,9 +152,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run(args: Sequence[str], *, progress: Callable[[float], None] | None = None,
-        message: Callable[[str], None] | None = None, cancelled: Callable[[], bool] = lambda: False,
-        poll_s: float = 0.1) -> None:
-    """Run sarcolor; report progress in percent and its other output lines; raise RunError or Cancelled."""
+        message: Callable[[str], None] | None = None, debug: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] = lambda: False, poll_s: float = 0.1) -> None:
+    """Run sarcolor; report progress in percent, its log lines (``message``) and any other output (``debug``);
+    raise RunError or Cancelled."""
     try:
         proc = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=child_env(),
@@ -170,7 +171,7 @@ def run(args: Sequence[str], *, progress: Callable[[float], None] | None = None,
             stopped = cancelled() and proc.poll() is None
             if stopped:
                 _stop(proc)
-            eof = _drain(lines, seen, progress, message, poll_s)
+            eof = _drain(lines, seen, progress, message, debug, poll_s)
             if stopped:
                 raise Cancelled("cancelled: sarcolor was stopped and wrote no output")
             if eof:
@@ -185,7 +186,7 @@ def run(args: Sequence[str], *, progress: Callable[[float], None] | None = None,
 
 
 def _drain(lines: queue.Queue, seen: list[str], progress: Callable[[float], None] | None,
-           message: Callable[[str], None] | None, poll_s: float) -> bool:
+           message: Callable[[str], None] | None, debug: Callable[[str], None] | None, poll_s: float) -> bool:
     """Hand queued output to the callbacks (in the caller's thread); True at the end of the output."""
     try:
         line = lines.get(timeout=poll_s)
@@ -200,8 +201,13 @@ def _drain(lines: queue.Queue, seen: list[str], progress: Callable[[float], None
                 progress(100.0 * int(bar.group(1)) / int(bar.group(2)))
         elif line.strip():
             seen.append(line)
-            if message is not None:
-                message(line)
+            if line.startswith("sarcolor: error:"):
+                pass  # raised as the one-line error
+            elif line.startswith("sarcolor: "):
+                if message is not None:
+                    message(line)
+            elif debug is not None:  # e.g. the traceback of a broken installation: not for the user's log
+                debug(line)
         try:
             line = lines.get_nowait()
         except queue.Empty:
