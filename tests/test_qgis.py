@@ -147,7 +147,7 @@ def test_build_zip_has_the_layout_qgis_installs(tmp_path: Path) -> None:
 class Qgis:
     """A private QGIS profile with the plugin installed from its zip, and sarcolor = this checkout."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, executable_setting: str | None = None) -> None:
         plugins = root / "plugins"
         zipfile.ZipFile(build(root / "sarcolor_qgis.zip")).extractall(plugins)
         runtime = root / "xdg"
@@ -166,6 +166,10 @@ class Qgis:
         }
         out = self.process("plugins", "enable", "sarcolor_qgis")
         assert out.returncode == 0, out.stdout
+        if executable_setting is not None:  # Settings > Options > Processing > Providers > sarcolor
+            ini = root / "home/.local/share/QGIS/QGIS3/profiles/default/QGIS/QGIS3.ini"
+            with ini.open("a") as f:
+                f.write(f"\n[Processing]\nConfiguration\\SARCOLOR_EXECUTABLE={executable_setting}\n")
 
     def process(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess:
         return subprocess.run([str(QGIS_PROCESS), *args], env={**self.env, **(env or {})}, capture_output=True,
@@ -248,8 +252,8 @@ def test_qgis_process_errors_are_one_clear_message(qgis: Qgis, tmp_path: Path, c
     elif case == "missing model":
         params["MODEL"] = tmp_path / "gone.safetensors"
         match = r"ERROR:\s+sarcolor: \S+gone\.safetensors: model not found"
-    elif case == "sarcolor not installed":
-        env[runner.ENV_COMMAND] = str(tmp_path / "no-env" / "bin" / "sarcolor")
+    elif case == "sarcolor not installed":  # the plugin's setting wins over a working $SARCOLOR_COMMAND
+        qgis = Qgis(tmp_path / "profile", executable_setting=str(tmp_path / "no-env" / "bin" / "sarcolor"))
         match = r"ERROR:\s+sarcolor executable '\S+/no-env/bin/sarcolor' not found: install sarcolor"
     else:  # an environment without torch: Python's ImportError becomes one line
         env[runner.ENV_COMMAND] = _fake(tmp_path, "import torch_is_missing_here\n")
@@ -259,7 +263,7 @@ def test_qgis_process_errors_are_one_clear_message(qgis: Qgis, tmp_path: Path, c
     text = run.stdout + run.stderr
     assert run.returncode != 0
     assert __import__("re").search(match, text), text
-    assert "Traceback" not in text and not out.exists() and _leftovers(tmp_path) == []
+    assert "Traceback" not in text and not out.exists() and not [p for p in tmp_path.glob(".*") if p.is_file()]
 
 
 CANCEL_SCRIPT = """

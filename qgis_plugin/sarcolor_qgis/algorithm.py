@@ -17,14 +17,16 @@ from qgis.core import (
 
 from . import runner
 
-HELP = """Colorizes a SAR image with sarcolor: predicts what the optical (RGB) view of the scene looks like.
-<p>The output keeps the input's CRS and transform (GeoTIFF); nodata pixels stay nodata.</p>
+HELP = " ".join("""
+<p>Colorizes a SAR image with sarcolor: predicts what the optical (RGB) view of the scene looks like. The output
+keeps the input's CRS and transform (GeoTIFF); nodata pixels stay nodata.</p>
 <p><b>Band(s)</b>: empty for one-band, grey-as-RGB or VV,VH rasters; else one band (e.g. 2) or two as VV,VH
-(e.g. 1,2). <b>Scale</b>: how values are stored; auto decides from the data type and range.
-<b>Look</b>: sar keeps the radar texture, optical aims at an optical-like rendering (needs a sarcolor with
---look). <b>Model</b>: empty or 'default' for the shipped model, or a .safetensors file from sarcolor train/export.</p>
-<p>Runs the sarcolor command of the environment set in Settings &gt; Options &gt; Processing &gt; Providers &gt;
-sarcolor (default: sarcolor on PATH).</p>"""
+(e.g. 1,2).</p>
+<p><b>Scale</b>: how the values are stored; auto decides from the data type and range.</p>
+<p><b>Look</b>: sar (the default) or optical: sarcolor's --look option (needs a sarcolor that has it).</p>
+<p><b>Model</b>: empty or 'default' for the shipped model, or a .safetensors file from sarcolor train/export.</p>
+<p>Runs the sarcolor command set in Settings &gt; Options &gt; Processing &gt; Providers &gt; sarcolor
+(default: sarcolor on PATH).</p>""".split())
 
 
 class ColorizeAlgorithm(QgsProcessingAlgorithm):
