@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import SarColorError
 from .looks import LOOKS
@@ -139,6 +143,23 @@ def run(args: argparse.Namespace) -> int:
     raise SarColorError(f"unknown command {args.command}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancel in QGIS, a `kill`, a closing job) stops like Ctrl-C: outputs in progress are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
@@ -146,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     # GDAL's own error for a bad file would be a second line; sarcolor reports it in its one-line error.
     logging.getLogger("rasterio").setLevel(logging.CRITICAL)
     try:
-        return run(args)
+        with _sigterm_as_interrupt():
+            return run(args)
     except SarColorError as exc:
         print(f"sarcolor: error: {exc}", file=sys.stderr)
         return 2

@@ -545,3 +545,26 @@ def test_model_config_defaults_are_what_the_engine_expects() -> None:
     cfg = ModelConfig()
     assert cfg.tile % 16 == 0 and 0 <= cfg.overlap < cfg.tile // 2 + 1
     assert os.cpu_count()
+
+
+@pytest.mark.slow
+def test_cli_sigterm_stops_like_ctrl_c_and_leaves_no_output(tmp_path: Path) -> None:
+    """A cancel in QGIS (or `kill`) sends SIGTERM: the temp output is removed, nothing appears at -o."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = write_geotiff(tmp_path / "in" / "big.tif", sar_db(3072, 3072))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "sarcolor", "colorize", str(src), "-o", str(out_dir / "o.tif"),
+                             "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out_dir.iterdir()):  # the hidden temp output: sarcolor is writing
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "sarcolor: interrupted\n", err
+    assert list(out_dir.iterdir()) == []
