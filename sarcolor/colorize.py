@@ -422,7 +422,7 @@ def plan_jobs(inputs: Sequence[Path], out: Path, out_ext: str) -> tuple[list[tup
     """(input, output) pairs for files and folders colorized into the folder ``out``.
 
     A folder's tree is mirrored into ``out``; a file goes to ``out/<stem><out_ext>``. Returns the pairs and
-    one-line errors for inputs that would share an output with an earlier one (those are left out).
+    the error lines (for stderr) of inputs that would share an output with an earlier one (those are left out).
     """
     output_driver(Path("x" + out_ext))
     if out.exists() and not out.is_dir():
@@ -443,7 +443,7 @@ def plan_jobs(inputs: Sequence[Path], out: Path, out_ext: str) -> tuple[list[tup
             pairs = [(src, out / (src.stem + out_ext))]
         for f, dst in pairs:
             if dst in claimed:
-                errors.append(f"{f}: output {dst} is also the output of {claimed[dst]}; skipped")
+                errors.append(f"sarcolor: error: {f}: output {dst} is also the output of {claimed[dst]}; skipped")
                 continue
             claimed[dst] = f
             jobs.append((f, dst))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SHARED_DATA
@@ -172,12 +174,13 @@ def _kill(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen], dict[str, str]]]:
-    """`dask scheduler` + two `dask worker --nthreads 1 --nworkers 1` processes on 127.0.0.1."""
+    """`dask scheduler` + two `dask worker --nthreads 1 --nworkers 1` processes on 127.0.0.1 (killed at the end;
+    should this test itself be killed, the scheduler exits when idle for 2 minutes and the workers follow)."""
     pytest.importorskip("distributed")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     address = f"tcp://127.0.0.1:{_free_port()}"
     procs = [_start(["dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                     "--no-dashboard"], env, tmp_path / "scheduler.log")]
+                     "--no-dashboard", "--idle-timeout", "120"], env, tmp_path / "scheduler.log")]
     try:
         for i in range(2):
             procs.append(_start(["dask", "worker", address, "--nthreads", "1", "--nworkers", "1", "--host",
@@ -189,8 +192,49 @@ def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen], 
             _kill(p)
 
 
+def _run_killing_a_worker(client: Any, cmd: list[str], env: dict[str, str], out: Path,
+                          worker: subprocess.Popen) -> tuple[str, list[str], str]:
+    """Run ``cmd`` and SIGKILL ``worker`` (nanny and worker process) while it holds scenes.
+    Returns (its address, the task keys it held, the run's stderr)."""
+    victim = next(a for a, w in client.scheduler_info()["workers"].items() if str(w["name"]).startswith("w0"))
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lost: list[str] = []
+        deadline = time.monotonic() + 60
+        while not lost and run.poll() is None and time.monotonic() < deadline:
+            busy = client.processing(workers=[victim]).get(victim, [])
+            if busy and len(list(out.glob("*.tif"))) >= 3:  # under way, and the victim holds scenes
+                _kill(worker)
+                lost = [str(k) for k in busy]
+            time.sleep(0.02)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=10)
+    assert lost, "the worker was never killed while it held a scene: the run ended too soon"
+    assert run.returncode == 0, stderr
+    return victim, lost, stderr
+
+
+def _kill_the_client_mid_run(cmd: list[str], env: dict[str, str], out: Path, n: int) -> dict[str, int]:
+    """Run ``cmd`` and SIGKILL it once 5 outputs exist; returns the outputs there then (name -> mtime)."""
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while run.poll() is None and len(list(out.glob("*.tif"))) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        run.kill()
+        run.wait(timeout=10)
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    assert 5 <= len(written) < n, f"the client was not killed mid-run ({len(written)} of {n} outputs)"
+    return written
+
+
 @pytest.mark.slow
-def test_worker_killed_mid_run_loses_nothing_and_rerun_does_nothing(
+@pytest.mark.timeout(240)
+def test_worker_or_client_killed_mid_run_loses_nothing_and_rerun_does_nothing(
         dask_cluster: tuple[str, list[subprocess.Popen], dict[str, str]], tiny_model_path: Path,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from distributed import Client
@@ -203,29 +247,15 @@ def test_worker_killed_mid_run_loses_nothing_and_rerun_does_nothing(
         warnings.warn(f"real data {REAL_SCENE} not found: the cluster test ran on the generated scenes only",
                       stacklevel=1)
     n = 20 + (len(inputs) == 2)
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "sarcolor", "colorize", *inputs, "-o", str(out), "--cluster", address,
+                "--model", str(tiny_model_path)]
+
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "sarcolor", "colorize", *inputs, "-o", str(out), "--cluster", address,
-           "--model", str(tiny_model_path)]
     with Client(address, timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
-        victim = next(a for a, w in client.scheduler_info()["workers"].items() if str(w["name"]).startswith("w0"))
-        run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            lost: list[str] = []
-            deadline = time.monotonic() + 60
-            while not lost and run.poll() is None and time.monotonic() < deadline:
-                busy = client.processing(workers=[victim]).get(victim, [])
-                if busy and len(list(out.glob("*.tif"))) >= 3:  # under way, and the victim holds scenes
-                    _kill(procs[1])  # the victim's nanny and worker, at once (SIGKILL: no clean-up)
-                    lost = [str(k) for k in busy]
-                time.sleep(0.02)
-            stdout, stderr = run.communicate(timeout=60)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait(timeout=10)
-    assert lost, "the worker was never killed while it held a scene: the run ended too soon"
-    assert run.returncode == 0, stderr
+        victim, lost, _ = _run_killing_a_worker(client, command(out), env, out, procs[1])
 
     # Every output exists, complete, byte-identical to one process with the same torch threads (1).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -245,7 +275,18 @@ def test_worker_killed_mid_run_loses_nothing_and_rerun_does_nothing(
 
     # The same command again: the manifest says all done, nothing is rewritten.
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert f"nothing to do: {n} already done, 0 skipped (already there)" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes  # the manifest too
+
+    # The client killed mid-run: the same command finishes the rest and keeps what was already written.
+    out2 = tmp_path / "out2"
+    written = _kill_the_client_mid_run(command(out2), env, out2, n)
+    resumed = subprocess.run(command(out2), env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    done_before = int(re.search(r"(\d+) already done", resumed.stderr)[1])  # type: ignore[index]
+    assert done_before >= len(written), resumed.stderr
+    assert {name: (out2 / name).stat().st_mtime_ns for name in written} == written
+    assert _bytes(out2) == ref
+    assert {r["status"] for r in _manifest(out2)["scenes"].values()} == {"done"}
