@@ -20,6 +20,8 @@ Public entry points:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import inspect
@@ -66,6 +68,7 @@ MANIFEST = "sarcolor-run.json"
 CONNECT_TIMEOUT_S = 20  # to reach a scheduler given with --cluster
 MANIFEST_EVERY_S = 2.0  # at most one manifest write per this many seconds while scenes finish (and at the end)
 _NOT_SETTINGS = {"device", "progress"}  # colorize_file arguments that do not change an output's pixels
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 def _distributed() -> Any:
@@ -129,9 +132,23 @@ def _worker_address() -> str:
         return "local"
 
 
+@functools.cache
+def _undo_frozen_mmap_threshold() -> bool:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, and setting it also freezes glibc's mmap threshold at 128 KiB:
+    every strip-sized array is then mapped and unmapped anew, which made 1 MP scenes ~50% slower in a worker.
+    Set the threshold glibc would have grown to by itself (32 MiB); once per process, glibc only."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c")).mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return False
+
+
 def colorize_scene(src: str, dst: str, model: str, sha256: str, device: str, settings: dict[str, Any]
                    ) -> dict[str, Any]:
     """The Dask task: colorize ``src`` into ``dst`` (atomically) and say what was done, for the manifest."""
+    _undo_frozen_mmap_threshold()
     if file_sha256(Path(model)) != sha256:
         raise SarColorError(f"{model}: the model file on worker {_worker_address()} differs from the client's "
                             "(sha256); every worker needs the same model file at the same path")
