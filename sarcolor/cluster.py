@@ -240,7 +240,8 @@ def _already_there(rec: dict[str, Any] | None, now: dict[str, Any], dst: Path) -
         return None  # the input changed since
     if rec.get("status") == "done":
         return "done" if (rec.get("output_size"), rec.get("output_mtime_ns")) == out else None
-    if rec.get("status") == "pending":  # written (atomically, so complete) by a task whose report was lost
+    if rec.get("status") == "pending" and rec.get("replaces") != list(out):
+        # written (atomically, so complete) by a task whose report was lost; not the old output of --overwrite
         rec.update(output_size=out[0], output_mtime_ns=out[1], note="found complete on resume")
         return "done"
     return None  # failed: try again
@@ -280,7 +281,8 @@ def _plan(manifest: Manifest, jobs: list[tuple[Path, Path]], out: Path, overwrit
             counts[state] += 1
             manifest.scenes[key] = {**manifest.scenes.get(key, {}), **now, "status": state}
             continue
-        manifest.scenes[key] = {**now, "status": "pending"}
+        old = _stat(dst)  # an output being replaced (--overwrite) must not pass for a finished one on resume
+        manifest.scenes[key] = {**now, "status": "pending", **({"replaces": list(old)} if old else {})}
         todo.append(_Scene(key, src, dst, _pixels(src)))
     return todo, counts
 
@@ -318,7 +320,7 @@ def _execute(client: Client, manifest: Manifest, todo: list[_Scene], task_args: 
             rec = manifest.scenes[scene.key]
             try:
                 rec.update(status="done", finished=_now(), **fut.result())
-                rec.pop("error", None)
+                rec.pop("error", None), rec.pop("replaces", None)
                 done += 1
             except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the run
                 line = _failure(exc, scene.src)

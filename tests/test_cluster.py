@@ -122,6 +122,8 @@ def test_resume_rules(tmp_path: Path) -> None:
     assert cluster._already_there(None, now, dst) == "existing"  # not ours: kept, as the plain path does
     pending = {**now, "status": "pending"}  # written by a task whose report was lost: complete (atomic)
     assert cluster._already_there(pending, now, dst) == "done" and pending["output_size"] == size
+    replacing = {**now, "status": "pending", "replaces": [size, mtime]}  # --overwrite killed before this one
+    assert cluster._already_there(replacing, now, dst) is None
 
 
 def test_stale_temps_of_killed_writers_are_removed(tmp_path: Path) -> None:
