@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
     c.add_argument("--device", default="auto", choices=DEVICES)
     c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
-                   help="output format for folder input (default: .tif)")
+                   help="output format when -o is a folder (default: .tif)")
     c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
