@@ -10,10 +10,14 @@ Part 2, per-scene overhead: many small scenes (128x128) through plain-1t and das
 scene is what the cluster path costs (submitting, the result's round trip, the manifest, the header read).
 
 Both clusters are started (and their workers have loaded the model) before any timing; their start-up is
-printed separately. The configurations alternate in every round, so a slow spell of a shared machine hits
-all of them; the table shows medians over rounds. Model: the shipped default.
+printed separately. Besides wall time, the CPU seconds of every process involved (this one and the workers)
+are summed: on a machine whose cores are busy with other work, wall time cannot show 2 workers scaling,
+while equal CPU per scene shows what they would do on free cores (Linux also shares the CPU between
+sessions, not processes: under load, all of one session's processes together get one session's share).
+The configurations alternate in every round, so a slow spell of a shared machine hits all of them; the
+tables show medians over rounds. Model: the shipped default.
 
-    python benchmarks/bench_cluster.py                       # ~2 min on a 2-core machine
+    python benchmarks/bench_cluster.py                       # ~3 min on a quiet 2-core machine
     python benchmarks/bench_cluster.py --rounds 5 --small 64
 """
 
@@ -75,15 +79,20 @@ def megapixels(paths: list[Path]) -> float:
     return total / 1e6
 
 
-def timed(fn: Callable[[Path], int], tmp: Path) -> float:
+Runner = tuple[Callable[[Path], int], Callable[[], float]]  # (colorize into a folder, CPU seconds used so far)
+
+
+def timed(runner: Runner, tmp: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of every process involved) of one run into a fresh folder."""
+    fn, cpu = runner
     out = tmp / "out"
     shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
+    c, t = cpu(), time.perf_counter()
     assert fn(out) == 0
-    return time.perf_counter() - t
+    return time.perf_counter() - t, cpu() - c
 
 
-def plain(paths: list[Path], threads: str | None) -> Callable[[Path], int]:
+def plain(paths: list[Path], threads: str | None) -> Runner:
     def run(out: Path) -> int:
         old = os.environ.pop("OMP_NUM_THREADS", None)
         if threads:
@@ -94,12 +103,14 @@ def plain(paths: list[Path], threads: str | None) -> Callable[[Path], int]:
             os.environ.pop("OMP_NUM_THREADS", None)
             if old is not None:
                 os.environ["OMP_NUM_THREADS"] = old
-    return run
+    return run, time.process_time
 
 
-def on(client: Client, paths: list[Path]) -> Callable[[Path], int]:
-    return lambda out: colorize_paths_distributed(paths, out, client=client, model="default", device="cpu",
-                                                  quiet=True)
+def on(client: Client, paths: list[Path]) -> Runner:
+    def run(out: Path) -> int:
+        return colorize_paths_distributed(paths, out, client=client, model="default", device="cpu", quiet=True)
+
+    return run, lambda: time.process_time() + sum(client.run(time.process_time).values())
 
 
 def start(stack: ExitStack, workers: int) -> tuple[Client, float]:
@@ -111,13 +122,16 @@ def start(stack: ExitStack, workers: int) -> tuple[Client, float]:
     return client, time.perf_counter() - t
 
 
-def table(title: str, times: dict[str, list[float]], n: int, mp: float, base: str) -> None:
+def table(title: str, times: dict[str, list[tuple[float, float]]], n: int, mp: float, base: str) -> None:
     print(f"\n{title}: {n} scenes, {mp:.1f} MP, median of {len(next(iter(times.values())))} rounds")
-    print(f"| {'path':<10} | {'s (median)':>10} | {'s/scene':>8} | {'MP/s':>6} | {'vs ' + base:>13} |")
-    print(f"|{'-' * 12}|{'-' * 11}:|{'-' * 9}:|{'-' * 7}:|{'-' * 14}:|")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, s in med.items():
-        print(f"| {k:<10} | {s:>10.2f} | {s / n:>8.3f} | {mp / s:>6.2f} | {med[base] / s:>12.2f}x |")
+    print(f"| {'path':<10} | {'wall s':>7} | {'s/scene':>8} | {'MP/s':>6} | {'vs ' + base:>12} "
+          f"| {'CPU s':>6} | {'CPU vs ' + base:>16} |")
+    print(f"|{'-' * 12}|{'-' * 8}:|{'-' * 9}:|{'-' * 7}:|{'-' * 13}:|{'-' * 7}:|{'-' * 17}:|")
+    wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+    for k in times:
+        print(f"| {k:<10} | {wall[k]:>7.2f} | {wall[k] / n:>8.3f} | {mp / wall[k]:>6.2f} | "
+              f"{wall[base] / wall[k]:>11.2f}x | {cpu[k]:>6.2f} | {cpu[k] / cpu[base]:>15.2f}x |")
 
 
 def main() -> None:
@@ -141,19 +155,20 @@ def main() -> None:
             small_runs = {"plain-1t": plain(small, "1"), "dask-1w": on(client1, small)}
             for fn in (*runs.values(), *small_runs.values()):
                 timed(fn, tmp)  # warm-up: file caches, first-call costs
-            times: dict[str, list[float]] = {k: [] for k in runs}
-            small_times: dict[str, list[float]] = {k: [] for k in small_runs}
+            times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+            small_times: dict[str, list[tuple[float, float]]] = {k: [] for k in small_runs}
             for _ in range(args.rounds):
                 for k, fn in runs.items():
                     times[k].append(timed(fn, tmp))
                 for k, fn in small_runs.items():
                     small_times[k].append(timed(fn, tmp))
         table("throughput", times, len(big), megapixels(big), "plain-1t")
-        d2 = statistics.median(times["dask-1w"]) / statistics.median(times["dask-2w"])
-        print(f"dask 2 workers / 1 worker: {d2:.2f}x")
+        d2 = statistics.median(w for w, _ in times["dask-1w"]) / statistics.median(w for w, _ in times["dask-2w"])
+        print(f"dask 2 workers / 1 worker, wall: {d2:.2f}x")
         table("per-scene overhead (small scenes)", small_times, len(small), megapixels(small), "plain-1t")
-        over = (statistics.median(small_times["dask-1w"]) - statistics.median(small_times["plain-1t"])) / len(small)
-        print(f"cluster path overhead: {over * 1000:+.0f} ms per scene")
+        over = (statistics.median(w for w, _ in small_times["dask-1w"])
+                - statistics.median(w for w, _ in small_times["plain-1t"])) / len(small)
+        print(f"cluster path overhead: {over * 1000:+.0f} ms wall per scene")
 
 
 if __name__ == "__main__":
