@@ -57,6 +57,14 @@ def test_settings_are_colorize_files_keywords_with_defaults() -> None:
         run_settings({"colour": "red"})
 
 
+def test_a_new_colorize_option_passes_through_to_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    def colorize_file(src, dst, model_obj, cfg, *, scale="auto", look="sar", device=None, progress=False):
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(cluster, "colorize_file", colorize_file)
+    assert run_settings({"look": "optical"}) == {"scale": "auto", "look": "optical"}
+
+
 def test_missing_dask_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
