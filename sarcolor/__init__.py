@@ -17,4 +17,19 @@ def colorize(image, model="default", **kwargs):
     return _colorize(image, model=model, **kwargs)
 
 
-__all__ = ["SarColorError", "colorize", "load_model"]
+def colorize_paths(inputs, output, *, client=None, **kwargs) -> int:
+    """Colorize files and folders (the ``sarcolor colorize`` command); returns the exit code.
+
+    With ``client`` (a dask.distributed.Client) the scenes run on its cluster, one task each, with a
+    resumable run manifest in the output folder (see ``sarcolor.cluster``).
+    """
+    if client is None:
+        from .colorize import colorize_paths as _local
+
+        return _local(inputs, output, **kwargs)
+    from .cluster import colorize_paths_distributed
+
+    return colorize_paths_distributed(inputs, output, client=client, **kwargs)
+
+
+__all__ = ["SarColorError", "colorize", "colorize_paths", "load_model"]

@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sarcolor {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("colorize", help="colorize a SAR image, or every image in a folder")
-    c.add_argument("input", help="SAR image (PNG, JPEG, TIFF, GeoTIFF) or a folder of them")
+    c = sub.add_parser("colorize", help="colorize SAR images and folders of them, here or on a Dask cluster")
+    c.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="SAR image(s) (PNG, JPEG, TIFF, GeoTIFF) or folder(s) of them")
     c.add_argument("-o", "--output", required=True,
                    help="output file (.tif/.tiff -> GeoTIFF, .png/.jpg -> 8-bit RGB), or a folder")
     c.add_argument("--model", default="default", help="shipped model name or .safetensors file (default: default)")
@@ -56,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
     c.add_argument("--device", default="auto", choices=DEVICES)
     c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
-                   help="output format for folder input (default: .tif)")
+                   help="output format when -o is a folder (default: .tif)")
     c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="ADDRESS",
+                       help="run on this Dask scheduler (e.g. tcp://host:8786); resumable; needs sarcolor[cluster]")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="run on a local Dask cluster of N single-threaded worker processes")
 
     t = sub.add_parser("train", help="train or fine-tune a model on SAR/optical pairs")
     t.add_argument("--config", required=True, help="YAML or TOML training config")
@@ -116,12 +122,16 @@ def _version() -> str:
 def run(args: argparse.Namespace) -> int:
     """Dispatch a parsed command to the module that does the work; returns the exit code."""
     if args.command == "colorize":
+        kw = dict(model=args.model, device=args.device, out_ext=args.out_ext, overwrite=args.overwrite,
+                  quiet=args.quiet, scale=args.scale, bands=_parse_bands(args.bands), nodata=args.nodata,
+                  tta=args.tta, look=args.look)
+        if args.cluster is not None or args.workers is not None:
+            from .cluster import colorize_on_cluster
+
+            return colorize_on_cluster(args.inputs, args.output, address=args.cluster, workers=args.workers, **kw)
         from .colorize import colorize_paths
 
-        return colorize_paths(args.input, args.output, model=args.model, scale=args.scale,
-                              bands=_parse_bands(args.bands), device=args.device, out_ext=args.out_ext,
-                              tta=args.tta, overwrite=args.overwrite, quiet=args.quiet, nodata=args.nodata,
-                              look=args.look)
+        return colorize_paths(args.inputs, args.output, **kw)
     if args.command == "train":
         from .train import train_from_cli
 

@@ -10,7 +10,8 @@ Public entry points:
     colorize_with_mask(image, model="default", ...) -> ((H, W, 3) uint8, (H, W) bool valid)
     colorize_array(model, cfg, sar, valid=...) -> (H, W, 3) uint8   (a loaded model, for evaluation)
     colorize_file(src, dst, model_obj, cfg, ...) -> SceneInfo       (the CLI's and the server's path)
-    colorize_paths(input, output, ...) -> exit code (the CLI)
+    colorize_paths(inputs, output, ...) -> exit code (the CLI)
+    plan_jobs(inputs, out, out_ext) -> (input, output) pairs of a batch (also used by sarcolor.cluster)
     get_model(model, device) -> (nn.Module, ModelConfig), cached
 """
 
@@ -117,12 +118,25 @@ def get_model(model: ModelLike = "default", device: str | torch.device = "auto"
     return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, str(dev))
 
 
+def model_loads() -> int:
+    """How many model files this process has loaded so far (the cluster's workers report it)."""
+    return _load_cached.cache_info().misses
+
+
 def _model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def _cpu_count() -> int:
+def inference_threads() -> int:
+    """Torch threads for CPU inference: OMP_NUM_THREADS when set (a Dask worker's nanny sets 1), else all cores.
+
+    The thread count is part of what makes outputs byte-exact: oneDNN's convolutions sum in a thread-dependent
+    order, so about one uint8 value in a million differs by 1 between, say, 1 and 2 threads.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -132,8 +146,8 @@ def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
     was_training, threads = model.training, torch.get_num_threads()
     model.eval()
     model.to(memory_format=torch.channels_last)
-    if device.type == "cpu" and threads != _cpu_count():
-        torch.set_num_threads(_cpu_count())
+    if device.type == "cpu" and threads != inference_threads():
+        torch.set_num_threads(inference_threads())
     try:
         with torch.inference_mode():
             yield
@@ -401,23 +415,74 @@ def _find_images(folder: Path, exclude: Path) -> list[Path]:
     return out
 
 
-def colorize_paths(input: str | Path, output: str | Path, *, model: ModelLike = "default",
-                   scale: str = "auto", bands: Sequence[int] | None = None, device: str = "auto",
-                   out_ext: str = ".tif",
-                   tta: bool = False, overwrite: bool = False, quiet: bool = False,
-                   nodata: float | None = None, look: str = "sar") -> int:
-    """The ``sarcolor colorize`` command: file -> file, or folder -> folder (mirroring the tree).
+def input_paths(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or several -> a list of existing paths (else a one-line error naming the missing one)."""
+    paths = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
+    if not paths:
+        raise SarColorError("no input given")
+    for p in paths:
+        if not p.exists():
+            raise SarColorError(f"{p}: no such file or folder")
+    return paths
 
-    Returns the exit code: 0, or 1 if any file of a folder failed (each failure is one line on stderr).
-    A single file's problem raises SarColorError.
+
+def plan_jobs(inputs: Sequence[Path], out: Path, out_ext: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input, output) pairs for files and folders colorized into the folder ``out``.
+
+    A folder's tree is mirrored into ``out``; a file goes to ``out/<stem><out_ext>``. Returns the pairs and
+    the error lines (for stderr) of inputs that would share an output with an earlier one (those are left out).
     """
-    src, out = Path(input), Path(output)
-    if not src.exists():
-        raise SarColorError(f"{src}: no such file or folder")
+    output_driver(Path("x" + out_ext))
+    if out.exists() and not out.is_dir():
+        what = "input is a folder" if len(inputs) == 1 else "there are several inputs"
+        raise SarColorError(f"{out}: {what}, so the output must be a folder too")
+    jobs: list[tuple[Path, Path]] = []
+    errors: list[str] = []
+    claimed: dict[Path, Path] = {}
+    for src in inputs:
+        if src.is_dir():
+            files = _find_images(src, out)
+            if not files:
+                if len(inputs) == 1:
+                    raise SarColorError(f"{src}: no images found ({', '.join(READ_EXTS)})")
+                log.warning("%s: no images found", src)
+            pairs = [(f, out / f.relative_to(src).with_suffix(out_ext)) for f in files]
+        else:
+            pairs = [(src, out / (src.stem + out_ext))]
+        for f, dst in pairs:
+            if dst in claimed:
+                errors.append(f"sarcolor: error: {f}: output {dst} is also the output of {claimed[dst]}; skipped")
+                continue
+            claimed[dst] = f
+            jobs.append((f, dst))
+    if not jobs and not errors:
+        raise SarColorError(f"no images found in {', '.join(map(str, inputs))} ({', '.join(READ_EXTS)})")
+    return jobs, errors
+
+
+def error_line(src: Path, exc: BaseException) -> str:
+    """The one line reported for a failed scene of a batch (a SarColorError already names its file)."""
+    if isinstance(exc, SarColorError):
+        return f"sarcolor: error: {exc}"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"sarcolor: error: {src}: {exc.__class__.__name__}: {first}"
+
+
+def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path, *,
+                   model: ModelLike = "default", scale: str = "auto", bands: Sequence[int] | None = None,
+                   device: str = "auto", out_ext: str = ".tif", tta: bool = False, overwrite: bool = False,
+                   quiet: bool = False, nodata: float | None = None, look: str = "sar") -> int:
+    """The ``sarcolor colorize`` command in one process: file -> file, or files and folders -> a folder.
+
+    Returns the exit code: 0, or 1 if any file of a batch failed (each failure is one line on stderr).
+    A single file's problem raises SarColorError. ``sarcolor.cluster`` runs the same on a Dask cluster.
+    """
+    srcs, out = input_paths(inputs), Path(output)
     check_look(look)
     kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta, look=look)
     with logging_redirect_tqdm():
-        if src.is_file():
+        if len(srcs) == 1 and srcs[0].is_file():
+            src = srcs[0]
             if out.is_dir():
                 out = out / (src.stem + out_ext)
             check_output(src, out)
@@ -429,41 +494,30 @@ def colorize_paths(input: str | Path, output: str | Path, *, model: ModelLike = 
             log.info("%s -> %s (%dx%d, %d tiles, %.1f s)", src, out, info.width, info.height, info.tiles,
                      info.seconds)
             return 0
-        return _colorize_folder(src, out, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
-                                quiet=quiet, **kw)
+        return _colorize_batch(srcs, out, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
+                               quiet=quiet, **kw)
 
 
-def _colorize_folder(src: Path, out: Path, *, model: ModelLike, device: str, out_ext: str, overwrite: bool,
-                     quiet: bool, **kw: object) -> int:
-    output_driver(Path("x" + out_ext))
-    if out.exists() and not out.is_dir():
-        raise SarColorError(f"{out}: input is a folder, so the output must be a folder too")
-    files = _find_images(src, out)
-    if not files:
-        raise SarColorError(f"{src}: no images found ({', '.join(READ_EXTS)})")
+def _colorize_batch(srcs: list[Path], out: Path, *, model: ModelLike, device: str, out_ext: str,
+                    overwrite: bool, quiet: bool, **kw: object) -> int:
+    jobs, errors = plan_jobs(srcs, out, out_ext)
     net, cfg = get_model(model, device)
     out.mkdir(parents=True, exist_ok=True)
-    done = skipped = failed = 0
-    claimed: dict[Path, Path] = {}
-    for f in tqdm(files, unit="file", disable=quiet):
-        dst = out / f.relative_to(src).with_suffix(out_ext)
+    for line in errors:
+        tqdm.write(line, file=sys.stderr)
+    done = skipped = 0
+    failed = len(errors)
+    for f, dst in tqdm(jobs, unit="file", disable=quiet):
+        if dst.exists() and not overwrite:
+            skipped += 1
+            continue
         try:
-            if dst in claimed:
-                raise SarColorError(f"{f}: output {dst} is also the output of {claimed[dst]}; skipped")
-            claimed[dst] = f
-            if dst.exists() and not overwrite:
-                skipped += 1
-                continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             colorize_file(f, dst, net, cfg, progress=False, **kw)  # type: ignore[arg-type]
             done += 1
-        except SarColorError as exc:
-            failed += 1
-            tqdm.write(f"sarcolor: error: {exc}", file=sys.stderr)
-        except (OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file must not stop a batch
-            failed += 1
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            tqdm.write(f"sarcolor: error: {f}: {exc.__class__.__name__}: {first}", file=sys.stderr)
+        except (SarColorError, OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file
+            failed += 1                                                                 # must not stop a batch
+            tqdm.write(error_line(f, exc), file=sys.stderr)
     log.info("%d colorized, %d skipped (already there), %d failed -> %s", done, skipped, failed, out)
     return 1 if failed else 0
 

@@ -20,9 +20,10 @@ import functools
 import logging
 import math
 import os
+import re
 import secrets
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -401,6 +402,40 @@ def _temp_name(dst: Path, tag: str) -> Path:
     # Hidden, unique, in the output's own folder (so os.replace is an atomic rename on the same filesystem),
     # and created by GDAL itself so that it gets the usual umask permissions.
     return dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.{tag}.tmp")
+
+
+# _temp_name's names, and the side files GDAL may add to them
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.[a-z]+\.tmp(\.ovr\.tmp|\.aux\.xml)?")
+
+
+def remove_stale_temps(outputs: Iterable[Path]) -> int:
+    """Delete temporary files that killed writers of ``outputs`` left behind (a process killed with SIGKILL
+    cannot clean up); returns how many. Only for when no writer of these outputs can still be running."""
+    names: dict[Path, set[str]] = {}
+    for dst in outputs:
+        names.setdefault(dst.parent, set()).add(dst.name)
+    removed = 0
+    for folder, wanted in names.items():
+        try:
+            entries = [e.name for e in os.scandir(folder)]
+        except OSError:
+            continue
+        for name in entries:
+            m = _TEMP_RE.fullmatch(name)
+            if m and m["name"] in wanted:
+                (folder / name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file so that readers see the old or the new content, never half of it."""
+    tmp = _temp_name(path, "txt")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class RGBWriter:

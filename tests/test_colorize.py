@@ -492,6 +492,26 @@ def test_relative_output_folder_inside_the_input(tiny_model_path: Path, tmp_path
     assert _files(tmp_path / "scenes") == {"a.png", "out", "out/a.tif"}  # no out/out/a.tif
 
 
+def test_several_inputs_files_and_folders(tiny_model_path: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """Files go to OUT/<stem>.tif, folders are mirrored into OUT; two inputs with one output: the second fails."""
+    write_png(tmp_path / "dir" / "sub" / "a.png", db_to_8bit(sar_db()))
+    b = write_geotiff(tmp_path / "b.tif", sar_db(seed=1))
+    clash = write_png(tmp_path / "other" / "b.png", db_to_8bit(sar_db(seed=2)))
+    out = tmp_path / "out"
+    args = ["colorize", str(tmp_path / "dir"), str(b), str(clash), "-o", str(out), "--model", str(tiny_model_path),
+            "-q"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err == f"sarcolor: error: {clash}: output {out / 'b.tif'} is also the output of {b}; skipped\n"
+    assert _files(out) == {"sub", "sub/a.tif", "b.tif"}
+    (tmp_path / "x.tif").write_bytes(b"x")
+    with pytest.raises(SarColorError, match="there are several inputs, so the output must be a folder"):
+        colorize_paths([b, clash], tmp_path / "x.tif", model=tiny_model_path, quiet=True)
+    with pytest.raises(SarColorError, match="nope.tif: no such file or folder"):
+        colorize_paths([b, tmp_path / "nope.tif"], out, model=tiny_model_path, quiet=True)
+
+
 def test_folder_input_with_file_output_is_an_error(tiny_model_path: Path, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     write_png(tmp_path / "in" / "a.png", db_to_8bit(sar_db()))
