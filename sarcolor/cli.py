@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pixels", type=float, default=400e6, help="largest accepted image, in pixels")
     s.add_argument("--workers", type=int, default=1, help="concurrent colorize jobs")
     s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
+    s.add_argument("--job-timeout", type=float, default=600.0,
+                   help="seconds one image may take; a longer job is stopped and answered 413 (default: 600)")
     return p
 
 
