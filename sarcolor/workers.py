@@ -123,7 +123,7 @@ class Worker:
             proc.join(1)
             raise WorkerDied(f"the worker process ended (exit code {proc.exitcode})") from None
         finally:
-            if not proc.is_alive():
+            if self._proc is proc and not proc.is_alive():  # (after a timeout it is already reaped)
                 self.kill()  # reap it and close the pipe; the next run starts a fresh one
 
     def stop(self, timeout: float = 5.0) -> None:
