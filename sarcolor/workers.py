@@ -40,6 +40,10 @@ class WorkerDied(Exception):
     """The worker process ended in the middle of a job (crash, OOM kill, shutdown)."""
 
 
+class _NotTaken(Exception):
+    """The worker process was gone before it took the job."""
+
+
 def _context() -> Any:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
@@ -65,6 +69,7 @@ def _child_main(conn: Connection, init: Callable[..., Any], init_args: tuple) ->
         if msg is None:
             return
         fn, args = msg
+        conn.send(("taken",))
         try:
             reply = ("ok", fn(state, *args, progress=progress))
         except Exception:  # fn turns expected failures into results; anything here is a bug
@@ -80,6 +85,7 @@ class Worker:
         self._proc: Any = None
         self._conn: Connection | None = None
         self.jobs_done = 0
+        self.closed = False  # set at shutdown: no new process after that
 
     @property
     def pid(self) -> int | None:
@@ -89,6 +95,8 @@ class Worker:
         if self._proc is not None and self._proc.is_alive():
             return
         self.kill()
+        if self.closed:
+            raise WorkerDied("the server is shutting down")
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_child_main, args=(child, self._init, self._init_args),
                                        name="sarcolor-worker", daemon=True)
@@ -98,33 +106,46 @@ class Worker:
 
     def run(self, fn: Callable[..., Any], args: tuple, *, timeout: float, progress: Progress) -> Any:
         """fn(state, *args, progress=...) in the child; its return value, or JobTimeout / WorkerDied."""
-        self.start()
+        deadline = time.monotonic() + timeout
+        for _ in range(2):  # a process that died while idle (OOM killer...) never saw the job: once more
+            self.start()
+            try:
+                return self._run_once(fn, args, deadline, timeout, progress)
+            except _NotTaken:
+                self.kill()
+        raise WorkerDied("the worker process died before it could take the job")
+
+    def _run_once(self, fn: Callable[..., Any], args: tuple, deadline: float, timeout: float,
+                  progress: Progress) -> Any:
         assert self._conn is not None and self._proc is not None
         conn, proc = self._conn, self._proc
-        deadline = time.monotonic() + timeout
+        taken = False
         try:
             conn.send((fn, args))
             while True:
                 ready = wait([conn, proc.sentinel], timeout=max(0.0, deadline - time.monotonic()))
                 if conn in ready:  # before the sentinel: the last message may come just before an exit
                     kind, *payload = conn.recv()
-                    if kind == "progress":
+                    if kind == "taken":
+                        taken = True
+                    elif kind == "progress":
                         progress(*payload)
-                        continue
-                    self.jobs_done += 1
-                    if kind == "bug":
-                        raise RuntimeError(f"worker process error:\n{payload[0]}")
-                    return payload[0]
-                if ready:
-                    raise WorkerDied(f"the worker process ended (exit code {proc.exitcode})")
-                self.kill()
-                raise JobTimeout(f"over the time budget of {timeout:g} s")
-        except (EOFError, BrokenPipeError, ConnectionResetError):
-            proc.join(1)
-            raise WorkerDied(f"the worker process ended (exit code {proc.exitcode})") from None
-        finally:
-            if self._proc is proc and not proc.is_alive():  # (after a timeout it is already reaped)
-                self.kill()  # reap it and close the pipe; the next run starts a fresh one
+                    else:
+                        self.jobs_done += 1
+                        if kind == "bug":
+                            raise RuntimeError(f"worker process error:\n{payload[0]}")
+                        return payload[0]
+                elif ready:
+                    break
+                else:
+                    self.kill()
+                    raise JobTimeout(f"over the time budget of {timeout:g} s")
+        except (EOFError, OSError):  # the pipe broke: the process is gone
+            pass
+        self.kill()  # reap it and close the pipe; the next run starts a fresh one
+        if not taken:
+            raise _NotTaken
+        raise WorkerDied("the worker process ended in the middle of a job")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let the child finish its loop and exit; kill it if it does not within ``timeout``."""
@@ -187,6 +208,7 @@ class WorkerPool:
         """Kill every worker; a running job ends with WorkerDied."""
         self._closed.set()
         for w in self._workers:
+            w.closed = True
             if w.pid is not None:
                 try:
                     os.kill(w.pid, signal.SIGKILL)  # not w.kill(): another thread may be inside w.run
