@@ -143,7 +143,7 @@ def inspect_image(path: Path, kind: str, max_pixels: int) -> ImageInfo:
                 info = ImageInfo(kind, ds.width, ds.height, ds.count, ds.dtypes[0], bool(georef))
                 dtypes = set(ds.dtypes)
         except GDAL_ERRORS as exc:
-            raise ApiError(400, f"corrupt or unreadable TIFF image ({_first_line(exc)})") from None
+            raise ApiError(400, f"corrupt or unreadable TIFF image ({_scrub(_first_line(exc), path.parent)})") from None
         _check_pixel_types(dtypes)
     if info.width < 1 or info.height < 1:
         raise ApiError(400, "image has no pixels")
@@ -503,10 +503,20 @@ def _progress_callback(job: Job) -> Callable[[int, int], None]:
     return report
 
 
+def _scrub(text: str, folder: Path) -> str:
+    """A message without our private paths or file names (the client only knows its own file name)."""
+    text = re.sub(re.escape(str(folder)) + r"(/[^\s:,;'\"]*)?", "", text)
+    return re.sub(r"\binput\.(png|jpg|tif): ?", "", text).strip(" :'\"")
+
+
+def _api_wording(text: str) -> str:
+    """The engine speaks CLI (``--bands 2``); the API's parameter is ``bands=2``."""
+    return text.replace("--bands ", "bands=").replace("--bands", "bands=")
+
+
 def _engine_error(exc: SarColorError, folder: Path) -> ApiError:
     """The engine's message for a client: our private paths out, CLI wording in API terms; 400 or 422."""
-    text = re.sub(re.escape(str(folder)) + r"(/[^\s:,;]*)?", "", str(exc))
-    text = text.lstrip(": ").replace("--bands", "bands=").strip() or "the image could not be colorized"
+    text = _api_wording(_scrub(str(exc), folder)) or "the image could not be colorized"
     corrupt = any(w in text for w in ("corrupt", "truncated", "not a readable", "not a supported", "cannot read"))
     return ApiError(400 if corrupt else 422, text)
 
@@ -534,7 +544,7 @@ def _work(state: tuple[Any, Any], folder: Path, src: Path, opts: dict, preview_m
         err = _engine_error(exc, folder)
         return err.status, err.message
     except RasterioError as exc:  # GDAL choking on the input's content; anything else is ours (a 500)
-        return 400, f"could not decode the image: {_first_line(exc)}"
+        return 400, f"could not decode the image: {_scrub(_first_line(exc), folder)}"
     return None
 
 
@@ -762,7 +772,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         try:
             band_list = _parse_bands(bands)
         except SarColorError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise ApiError(422, _api_wording(str(exc))) from None
         jobs.check_room()  # busy: answered before the upload is copied or opened
         job_id, folder, kind = _store_upload(upload)
         try:
@@ -857,7 +867,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         except SarColorError as exc:
             raise _engine_error(exc, job.folder) from None
         except RasterioError as exc:
-            raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
+            raise ApiError(400, f"could not decode the image: {_scrub(_first_line(exc), job.folder)}") from None
         return FileResponse(path, media_type="image/png")
 
     return app
