@@ -487,9 +487,10 @@ def _too_large_msg(limit: int) -> str:
 
 
 def _remove_outputs(job: Job) -> None:
-    """After a failed or killed job: everything in its folder but the upload (partial files, temp files)."""
+    """After a failed or killed job: everything in its folder but the upload and its preview (partial
+    files, temp files)."""
     for path in job.folder.iterdir():
-        if path != job.input_path and path.is_file():
+        if path not in (job.input_path, job.input_preview) and path.is_file():
             path.unlink(missing_ok=True)
 
 
@@ -524,6 +525,18 @@ def _engine_error(exc: SarColorError, folder: Path) -> ApiError:
 # --------------------------------------------------------------------------------------------------
 # What a worker process does (sarcolor.workers runs these in the child)
 # --------------------------------------------------------------------------------------------------
+def _atomic(dst: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) then rename tmp to dst: a reader never sees half a file."""
+    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    write(tmp)
+    tmp.replace(dst)
+
+
+def _full_png(_state: Any, src: Path, dst: Path, *, progress: Callable[[int, int], None]) -> None:
+    """The full-resolution PNG of a result GeoTIFF (in a worker: decoding a large result takes memory)."""
+    _atomic(dst, lambda tmp: write_png(src, tmp))
+
+
 def _worker_state(model: Any, device: str) -> tuple[Any, Any]:
     """Load the model in a worker process, once: (module, config)."""
     module, cfg, _, _ = _load(model, device)
@@ -532,10 +545,16 @@ def _worker_state(model: Any, device: str) -> tuple[Any, Any]:
 
 def _work(state: tuple[Any, Any], folder: Path, src: Path, opts: dict, preview_max: int, *,
           progress: Callable[[int, int], None]) -> tuple[int, str] | None:
-    """Colorize ``src`` into ``folder``/result.tif and preview.png; None, or (HTTP status, message)."""
+    """The SAR preview (input_preview.png), then ``src`` colorized into ``folder``/result.tif and its
+    display-sized preview.png; returns None, or (HTTP status, message)."""
     from .colorize import colorize_file
 
     module, cfg = state
+    try:  # first, so that the page can show the SAR while the rest runs
+        _atomic(folder / "input_preview.png", lambda tmp: write_input_preview(
+            src, tmp, bands=opts.get("bands"), polarisation=cfg.polarisation, max_side=preview_max))
+    except (SarColorError, RasterioError):
+        pass  # colorize_file below meets the same problem and reports it
     try:
         with _gdal_env():
             colorize_file(src, folder / "result.tif", module, cfg, progress=progress, **opts)
@@ -817,9 +836,8 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             return job.preview_png
         with job.lock:
             if not job.result_png.exists():
-                tmp = job.folder / "result.part.png"
-                write_png(job.result_tif, tmp)
-                tmp.replace(job.result_png)
+                pool.run(_full_png, (job.result_tif, job.result_png), timeout=conf.job_timeout,
+                         progress=lambda *_: None, recycle=True)
         return job.result_png
 
     @app.get("/api/jobs/{job_id}", summary="Job status, progress and result links")
@@ -849,26 +867,18 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     async def job_preview(job_id: str) -> FileResponse:
         return FileResponse(_done(job_id).preview_png, media_type="image/png")
 
-    def _input_preview(job: Job) -> Path:
-        with job.lock:
-            if not job.input_preview.exists():
-                tmp = job.folder / "input_preview.part.png"
-                write_input_preview(job.input_path, tmp, bands=job.bands, polarisation=cfg.polarisation,
-                                    max_side=conf.preview_max)
-                tmp.replace(job.input_preview)
-        return job.input_preview
-
     @app.get("/api/jobs/{job_id}/input.png", summary="The uploaded SAR image as a grey PNG, sized for display",
+             description="Made by the job's worker as its first step: a request for a queued job waits for it.",
              response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
     async def job_input(job_id: str) -> FileResponse:
         job = jobs.get(job_id)
-        try:
-            path = await run_in_threadpool(_input_preview, job)
-        except SarColorError as exc:
-            raise _engine_error(exc, job.folder) from None
-        except RasterioError as exc:
-            raise ApiError(400, f"could not decode the image: {_scrub(_first_line(exc), job.folder)}") from None
-        return FileResponse(path, media_type="image/png")
+        while not job.input_preview.exists() and job.status in ("queued", "running"):
+            await asyncio.sleep(0.1)
+        if job.input_preview.exists():
+            return FileResponse(job.input_preview, media_type="image/png")
+        if job.status == "failed":
+            raise ApiError(job.error_status or 500, job.error or "failed")
+        raise ApiError(404, "no preview of this input")  # done without one: the preview's own read failed
 
     return app
 

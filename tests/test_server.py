@@ -600,3 +600,31 @@ def test_slow_clients_are_cut_off(live_server: int) -> None:
             assert r.status_code == 200, r.text
             time.sleep(0.7)  # longer than the header deadline, between two requests on one connection
         assert c.get("/api/health").json()["status"] == "ok"
+
+
+def test_pixels_are_only_decoded_in_worker_processes(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Previews and the full-size PNG are made by workers too, so the server process never holds a decoded
+    image (its memory would not go back); the SAR preview is the job's first step, waited for if queued."""
+    import sarcolor.server as server
+
+    def boom(*_a, **_k):
+        raise AssertionError("pixels decoded in the server process")
+
+    monkeypatch.setattr(server, "write_png", boom)  # the workers have their own, unpatched, module
+    monkeypatch.setattr(server, "write_input_preview", boom)
+    app = make_app(tiny_model, preview_max=64)
+    release = threading.Event()
+    jm = app.state.jobs
+    real_run = jm._run
+    jm._run = lambda job: release.wait(10) and real_run(job)
+    with TestClient(app) as c:
+        job_id = post(c, png_bytes(grey(120, 100)), query="?async=1").json()["id"]
+        threading.Timer(0.5, release.set).start()
+        t0 = time.perf_counter()
+        inp = c.get(f"/api/jobs/{job_id}/input.png")  # the job is queued: this waits for its first step
+        assert inp.status_code == 200 and time.perf_counter() - t0 > 0.4
+        assert png_size(inp.content) == (53, 64)
+        assert wait_done(c, job_id)["status"] == "done"
+        assert png_size(c.get(f"/api/jobs/{job_id}/preview.png").content) == (53, 64)
+        full = c.get(f"/api/jobs/{job_id}/result?format=png")
+        assert full.status_code == 200 and png_size(full.content) == (100, 120)
