@@ -43,7 +43,7 @@ from PIL import Image
 from rasterio.transform import Affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_server_load import free_port, model_path  # noqa: E402
+from bench_server_load import free_port, model_path, tree_memory_mb  # noqa: E402
 
 HEADER_TIMEOUT, BODY_GRACE = 10.0, 30.0  # sarcolor.server's deadlines for slow clients
 
@@ -104,42 +104,6 @@ def make_uploads(tmp: Path, max_upload_mb: float, sync_side: int, heavy_side: in
         "too_small": (5, _png(rng.integers(0, 256, (4, 4), dtype=np.uint8)), {422}),
         "no_file": (3, None, {422}),
     }
-
-
-# ------------------------------------------------------------------ measuring the server
-def tree_pids(root: int) -> list[int]:
-    """root and all its descendants, from /proc."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def memory_mb(root: int) -> dict[str, float]:
-    """RSS of the server process, and RSS and PSS summed over its process tree, in MB."""
-    rss = pss = server = 0
-    pids = tree_pids(root)
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            kb = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            pss += int(next(x for x in rollup.splitlines() if x.startswith("Pss:")).split()[1])
-        except (OSError, StopIteration):
-            continue
-        rss += kb
-        server = kb if pid == root else server
-    return {"server_rss": round(server / 1024, 1), "tree_rss": round(rss / 1024, 1),
-            "tree_pss": round(pss / 1024, 1), "processes": len(pids)}
 
 
 # ------------------------------------------------------------------ the clients
@@ -281,11 +245,11 @@ def main() -> int:
                 if time.time() > deadline:
                     raise SystemExit("server did not answer /api/health within 180 s")
                 time.sleep(0.3)
-            mem_start_idle_before_load = memory_mb(server.pid)
+            mem_start_idle_before_load = tree_memory_mb(server.pid)
 
             def sampler() -> None:
                 while not soak.stop.wait(args.sample_s):
-                    samples.append({"t_s": round(time.time() - t_start), **memory_mb(server.pid)})
+                    samples.append({"t_s": round(time.time() - t_start), **tree_memory_mb(server.pid)})
 
             threads = [threading.Thread(target=soak.client_loop, args=(i,), daemon=True) for i in range(args.clients)]
             threads += [threading.Thread(target=sampler, daemon=True),
@@ -297,12 +261,12 @@ def main() -> int:
             end = t_start + args.minutes * 60
             time.sleep(min(args.warmup_s, args.minutes * 60 / 2))
             soak.pause_until_idle(client)
-            mem_after_warmup = memory_mb(server.pid)
+            mem_after_warmup = tree_memory_mb(server.pid)
             soak.go.set()
             while time.time() < end and server.poll() is None:
                 time.sleep(1)
             soak.pause_until_idle(client)
-            mem_end = memory_mb(server.pid)
+            mem_end = tree_memory_mb(server.pid)
             soak.stop.set()
             for t in threads:
                 t.join(BODY_GRACE + 60)
