@@ -89,6 +89,33 @@ def tree_memory_mb(root: int) -> dict[str, float]:
             "tree_pss": round(pss / 1024, 1), "processes": len(pids)}
 
 
+def wait_healthy(client: httpx.Client, server: subprocess.Popen, log_path: Path, limit: float) -> None:
+    """Until /api/health answers; SystemExit with the server's log when it exits or takes over ``limit`` s."""
+    deadline = time.time() + limit
+    while True:
+        if server.poll() is not None:
+            print(log_path.read_text()[-3000:], file=sys.stderr)
+            raise SystemExit("server exited during start-up")
+        try:
+            if client.get("/api/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline:
+            raise SystemExit(f"server did not answer /api/health within {limit:.0f} s")
+        time.sleep(0.2)
+
+
+def stop_server(server: subprocess.Popen, wait: float = 30) -> None:
+    """SIGINT: uvicorn's graceful shutdown, which deletes the server's temp folder and stops its workers."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(wait)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def test_image(size: int) -> tuple[bytes, str]:
     """A real 1024 x 1024 Sentinel-1 tile when the shared data is there, else a speckled synthetic one."""
     real = sorted(REAL_SAR_DIR.glob("*.png")) if REAL_SAR_DIR.is_dir() else []
@@ -152,19 +179,7 @@ def main() -> int:
     result: dict = {}
     try:
         with httpx.Client(base_url=base, timeout=args.timeout) as client:
-            deadline = time.time() + 120
-            while True:
-                if server.poll() is not None:
-                    print(log_path.read_text()[-3000:], file=sys.stderr)
-                    raise SystemExit("server exited during start-up")
-                try:
-                    if client.get("/api/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.time() > deadline:
-                    raise SystemExit("server did not answer /api/health within 120 s")
-                time.sleep(0.2)
+            wait_healthy(client, server, log_path, 120)
             mem_idle = tree_memory_mb(server.pid)
 
             def one(_: int) -> tuple[float, int, str]:
@@ -206,12 +221,7 @@ def main() -> int:
             sampler.join()
             hwm = proc_kb(server.pid, "VmHWM")
     finally:
-        server.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown: deletes its temp folder
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
         log_file.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -25,7 +25,6 @@ import io
 import json
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ from PIL import Image
 from rasterio.transform import Affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_server_load import free_port, model_path, tree_memory_mb  # noqa: E402
+from bench_server_load import free_port, model_path, stop_server, tree_memory_mb, wait_healthy  # noqa: E402
 
 HEADER_TIMEOUT, BODY_GRACE = 10.0, 30.0  # sarcolor.server's deadlines for slow clients
 
@@ -232,19 +231,7 @@ def main() -> int:
     t_start = time.time()
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
-            deadline = time.time() + 180
-            while True:
-                if server.poll() is not None:
-                    print(log_path.read_text()[-3000:], file=sys.stderr)
-                    raise SystemExit("server exited during start-up")
-                try:
-                    if client.get("/api/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.time() > deadline:
-                    raise SystemExit("server did not answer /api/health within 180 s")
-                time.sleep(0.3)
+            wait_healthy(client, server, log_path, 180)
             mem_start_idle_before_load = tree_memory_mb(server.pid)
 
             def sampler() -> None:
@@ -273,12 +260,7 @@ def main() -> int:
             wall = time.time() - t_start
     finally:
         soak.stop.set()
-        server.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown: deletes its temp folder
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
         log_file.close()
         server_log = log_path.read_text()
         shutil.rmtree(tmp, ignore_errors=True)
