@@ -836,8 +836,12 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             return job.preview_png
         with job.lock:
             if not job.result_png.exists():
-                pool.run(_full_png, (job.result_tif, job.result_png), timeout=conf.job_timeout,
-                         progress=lambda *_: None, recycle=True)
+                try:
+                    pool.run(_full_png, (job.result_tif, job.result_png), timeout=conf.job_timeout,
+                             progress=lambda *_: None, recycle=True)
+                except JobTimeout:
+                    raise ApiError(413, f"the full-size PNG takes longer than the time budget of "
+                                        f"{conf.job_timeout:g} s; download the GeoTIFF (format=tif)") from None
         return job.result_png
 
     @app.get("/api/jobs/{job_id}", summary="Job status, progress and result links")
