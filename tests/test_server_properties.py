@@ -74,9 +74,10 @@ def _pixels(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...], p
             a.flat[rng.integers(0, a.size, max(1, a.size // 10))] = rng.choice([np.inf, -np.inf])
         return a.astype(dtype)
     out = np.clip(np.nan_to_num(a), info.min, info.max)
-    if dtype.kind == "c":
-        return (out + 1j * out[::-1]).astype(dtype)
-    return out.astype(dtype) if real.kind != "u" or out.min() >= 0 else np.abs(out).astype(dtype)
+    with np.errstate(invalid="ignore"):  # float64 cannot hold 2**64 - 1 exactly: the cast saturates
+        if dtype.kind == "c":
+            return (out + 1j * out[::-1]).astype(dtype)
+        return out.astype(dtype) if real.kind != "u" or out.min() >= 0 else np.abs(out).astype(dtype)
 
 
 def _geotiff(tmp: Path, rng: np.random.Generator, dtype: str, bands: int, h: int, w: int, pattern: str,
