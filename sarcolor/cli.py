@@ -19,20 +19,9 @@ from contextlib import contextmanager
 from .errors import SarColorError
 from .looks import LOOKS
 from .preprocess import SCALES
+from .raster import parse_bands
 
 log = logging.getLogger("sarcolor")
-
-
-def _parse_bands(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        bands = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise SarColorError(f"--bands {text!r}: expected 1-based band numbers such as 1 or 1,2") from None
-    if not bands or len(bands) > 2 or min(bands) < 1:
-        raise SarColorError(f"--bands {text!r}: give one band, or two (VV,VH), numbered from 1")
-    return bands
 
 
 DEVICES = ("auto", "cpu", "cuda")  # --device of colorize, train and evaluate
@@ -107,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pixels", type=float, default=400e6, help="largest accepted image, in pixels")
     s.add_argument("--workers", type=int, default=1, help="concurrent colorize jobs")
     s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
+    s.add_argument("--job-timeout", type=float, default=600.0,
+                   help="seconds one image may take; a longer job is stopped and answered 413 (default: 600)")
     return p
 
 
@@ -123,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch a parsed command to the module that does the work; returns the exit code."""
     if args.command == "colorize":
         kw = dict(model=args.model, device=args.device, out_ext=args.out_ext, overwrite=args.overwrite,
-                  quiet=args.quiet, scale=args.scale, bands=_parse_bands(args.bands), nodata=args.nodata,
+                  quiet=args.quiet, scale=args.scale, bands=parse_bands(args.bands), nodata=args.nodata,
                   tta=args.tta, look=args.look)
         if args.cluster is not None or args.workers is not None:
             from .cluster import colorize_on_cluster

@@ -43,6 +43,7 @@ try:  # GDAL errors that rasterio does not wrap in a RasterioError (private modu
 except ImportError:  # pragma: no cover
     _CPLError = RasterioError
 _GDAL_ERRORS = (RasterioError, _CPLError)
+GDAL_ERRORS = _GDAL_ERRORS  # what a reader of a hostile file must catch (the server does too)
 
 log = logging.getLogger("sarcolor")
 
@@ -120,6 +121,21 @@ def _check_size(name: str, height: int, width: int) -> None:
     if height < MIN_SIZE or width < MIN_SIZE:
         raise SarColorError(f"{name}: image is {width}x{height} pixels; "
                             f"at least {MIN_SIZE}x{MIN_SIZE} is needed")
+
+
+def check_pixel_type(name: str, dtype: object) -> None:
+    """SarColorError unless the pixels are plain real numbers (complex SLC, booleans... cannot be coloured)."""
+    text = str(dtype)  # numpy dtypes, or rasterio's names ('complex_int16' is not a numpy dtype)
+    if "complex" in text:
+        raise SarColorError(f"{name}: complex pixels ({text}), as in a single-look complex (SLC) product; "
+                            "sarcolor colours amplitude or intensity: use a GRD product, or convert the SLC "
+                            "to amplitude first (e.g. gdal_calc.py --calc='abs(A)' --type=Float32)")
+    try:
+        real = np.dtype(text).kind in "iuf"
+    except TypeError:
+        real = False
+    if not real:
+        raise SarColorError(f"{name}: unsupported pixel type {text}; expected integers or floating point")
 
 
 def _nodata_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -554,3 +570,16 @@ def _has_cog() -> bool:
     """GDAL >= 3.1 has the COG driver; without it the tiled GeoTIFF is the final output."""
     with rasterio.Env() as env:
         return "COG" in env.drivers()
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """``--bands`` / ``bands=`` text ("2" or "1,2") -> 1-based band numbers (None: the default choice)."""
+    if text is None:
+        return None
+    try:
+        bands = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise SarColorError(f"--bands {text!r}: expected 1-based band numbers such as 1 or 1,2") from None
+    if not bands or len(bands) > 2 or min(bands) < 1:
+        raise SarColorError(f"--bands {text!r}: give one band, or two (VV,VH), numbered from 1")
+    return bands

@@ -2,6 +2,9 @@
 
 Design, in the order a request meets it:
 
+- A client must send its request headers within ``HEADER_TIMEOUT`` seconds (a uvicorn protocol subclass)
+  and its body at a minimum rate (``BODY_GRACE`` seconds plus one second per ``BODY_MIN_RATE`` bytes),
+  else 408: slow clients cannot hold connections open for ever.
 - The request body is capped by a small ASGI middleware (declared ``Content-Length`` first, then the bytes
   actually received), so an oversized upload is refused with 413 before it is spooled anywhere.
 - The upload is copied into a private folder (``tempfile.mkdtemp``, mode 0700) under a server-generated name;
@@ -10,9 +13,13 @@ Design, in the order a request meets it:
 - The type is sniffed from magic bytes (PNG, JPEG, TIFF/BigTIFF), never from the filename or content type.
 - Width x height is read from the header and refused above ``max_pixels`` before anything is decoded, which
   is what stops decompression bombs (a tiny PNG or deflated TIFF that claims a huge raster).
-- Jobs run on a bounded ``ThreadPoolExecutor`` sharing one model loaded at start-up; at most ``max_queue``
-  jobs wait, beyond that the server answers 503 instead of piling work (and memory) up.
-- Inference is ``sarcolor.colorize.colorize_file``, the same code path as ``sarcolor colorize``.
+- Jobs are queued on a bounded ``ThreadPoolExecutor``; at most ``max_queue`` jobs wait, beyond that the
+  server answers 503 (with Retry-After) instead of piling work (and memory) up.
+- Each job runs in a worker process (``sarcolor.workers``) that loaded the model once, within a time budget
+  (``job_timeout``): a job over it is killed and answered 413. A worker that ran a large job is replaced, so
+  the memory that job needed goes back to the system; the server process itself never decodes pixels for
+  inference. Inference is ``sarcolor.colorize.colorize_file``, the same code path as ``sarcolor colorize``.
+- Whatever an upload contains, the answer is the image or a 4xx JSON error; a 500 means a bug in sarcolor.
 - A janitor thread deletes each job's folder ``ttl`` seconds after the job finished.
 """
 
@@ -44,7 +51,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import SarColorError
+from .looks import LOOKS
 from .preprocess import SCALES
+from .raster import parse_bands
+from .workers import JobTimeout, WorkerPool
 
 log = logging.getLogger("sarcolor")
 
@@ -60,6 +70,11 @@ _MAGIC: list[tuple[bytes, str]] = [
 _EXT = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
 _MAX_BANDS = 16  # with max_pixels this bounds the decoded bytes of a TIFF too
 _MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers around the file itself
+# Slow clients (the numbers of Apache's mod_reqtimeout): headers within 10 s; the body within 30 s plus one
+# second per 16 KiB received, so an upload is never cut off while it keeps arriving at 16 KiB/s or more.
+HEADER_TIMEOUT = 10.0
+BODY_GRACE = 30.0
+BODY_MIN_RATE = 16 * 1024
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 # The page is self-contained; this policy keeps it so (no inline script, nothing from elsewhere).
@@ -121,14 +136,17 @@ def inspect_image(path: Path, kind: str, max_pixels: int) -> ImageInfo:
         info = ImageInfo(kind, width, height, bands, "uint16" if mode.startswith("I;16") else "uint8", False)
     else:
         import rasterio
-        from rasterio.errors import RasterioIOError
+
+        from .raster import GDAL_ERRORS
 
         try:
             with _gdal_env(), rasterio.open(path, driver="GTiff") as ds:  # driver: TIFF magic, TIFF reader
                 georef = ds.crs is not None or ds.gcps[1] is not None or not ds.transform.is_identity
                 info = ImageInfo(kind, ds.width, ds.height, ds.count, ds.dtypes[0], bool(georef))
-        except RasterioIOError as exc:
-            raise ApiError(400, f"corrupt or unreadable TIFF image ({_first_line(exc)})") from None
+                dtypes = set(ds.dtypes)
+        except GDAL_ERRORS as exc:
+            raise ApiError(400, f"corrupt or unreadable TIFF image ({_scrub(_first_line(exc), path.parent)})") from None
+        _check_pixel_types(dtypes)
     if info.width < 1 or info.height < 1:
         raise ApiError(400, "image has no pixels")
     if info.width * info.height > max_pixels:
@@ -137,6 +155,17 @@ def inspect_image(path: Path, kind: str, max_pixels: int) -> ImageInfo:
     if info.bands > _MAX_BANDS:
         raise ApiError(422, f"image has {info.bands} bands; at most {_MAX_BANDS} are accepted")
     return info
+
+
+def _check_pixel_types(dtypes: set[str]) -> None:
+    """422 for pixels the engine cannot colour (complex SLC, ...), before any job is queued."""
+    from .raster import check_pixel_type
+
+    try:
+        for dtype in sorted(dtypes):
+            check_pixel_type("image", dtype)
+    except SarColorError as exc:
+        raise ApiError(422, str(exc).removeprefix("image: ")) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -241,6 +270,7 @@ class Job:
     stem: str
     scale: str
     bands: list[int] | None
+    look: str = "sar"
     status: str = "queued"  # queued -> running -> done | failed
     progress: float = 0.0
     error: str | None = None
@@ -316,13 +346,20 @@ class JobManager:
             return 0
         return sum(1 for j in self._snapshot() if j.status == "queued" and j.created < job.created)
 
+    def check_room(self) -> None:
+        """ApiError 503 when the queue is full (checked again, atomically, by submit)."""
+        busy = self.active()
+        if busy >= self.workers + self.max_queue:
+            raise ApiError(503, f"server busy: {busy} jobs are queued or running; retry later")
+
     def submit(self, job: Job) -> Job:
         """Queue a job; when the queue is full its files are deleted and ApiError 503 is raised."""
         with self._lock:
-            if self.active() >= self.workers + self.max_queue:
-                busy = self.active()
+            try:
+                self.check_room()
+            except ApiError:
                 self.discard(job.id, job.folder)
-                raise ApiError(503, f"server busy: {busy} jobs are queued or running; retry later")
+                raise
             self.jobs[job.id] = job
             self._pending.discard(job.id)
             job.future = self._pool.submit(self._guarded, job)
@@ -401,10 +438,12 @@ class ServerConfig:
     preview_max: int
     max_queue: int
     device: str
+    job_timeout: float
 
 
 class _BodyLimit:
-    """ASGI middleware: 413 for a POST body over the limit, by declared length or by bytes received."""
+    """ASGI middleware: 413 for a POST body over the limit, by declared length or by bytes received; 408 for
+    a body that arrives slower than ``BODY_MIN_RATE`` (after ``BODY_GRACE`` seconds)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -419,16 +458,28 @@ class _BodyLimit:
             resp = JSONResponse({"detail": _too_large_msg(self.limit)}, status_code=413,
                                 headers={"Connection": "close"})
             return await resp(scope, receive, send)
-        seen = 0
+        seen, complete = 0, False
+        loop = asyncio.get_running_loop()
+        start = loop.time()
 
         async def counting_receive() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body: a wait for the disconnect, which may last
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), start + BODY_GRACE + seen / BODY_MIN_RATE - loop.time())
+            except asyncio.TimeoutError:
+                raise StarletteHTTPException(408, f"upload too slow: {seen:,} bytes in {loop.time() - start:.0f} s; "
+                                                  f"the body must keep arriving at {BODY_MIN_RATE // 1024} KiB/s",
+                                             headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.limit:
                     # FastAPI re-raises HTTPException from body parsing as is, so this becomes a JSON 413.
                     raise StarletteHTTPException(413, _too_large_msg(self.limit))
+            else:
+                complete = True
             return message
 
         await self.app(scope, counting_receive, send)
@@ -436,6 +487,14 @@ class _BodyLimit:
 
 def _too_large_msg(limit: int) -> str:
     return f"upload is over the size limit of {(limit - _MULTIPART_SLACK) / 2**20:.1f} MB"
+
+
+def _remove_outputs(job: Job) -> None:
+    """After a failed or killed job: everything in its folder but the upload and its preview (partial
+    files, temp files)."""
+    for path in job.folder.iterdir():
+        if path not in (job.input_path, job.input_preview) and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def _progress_callback(job: Job) -> Callable[[int, int], None]:
@@ -448,14 +507,67 @@ def _progress_callback(job: Job) -> Callable[[int, int], None]:
     return report
 
 
-def _engine_error(exc: SarColorError, job: Job) -> ApiError:
+def _scrub(text: str, folder: Path) -> str:
+    """A message without our private paths or file names (the client only knows its own file name)."""
+    text = re.sub(re.escape(str(folder)) + r"(/[^\s:,;'\"]*)?", "", text)
+    return re.sub(r"\binput\.(png|jpg|tif): ?", "", text).strip(" :'\"")
+
+
+def _api_wording(text: str) -> str:
+    """The engine speaks CLI (``--bands 2``); the API's parameter is ``bands=2``."""
+    return text.replace("--bands ", "bands=").replace("--bands", "bands=")
+
+
+def _engine_error(exc: SarColorError, folder: Path) -> ApiError:
     """The engine's message for a client: our private paths out, CLI wording in API terms; 400 or 422."""
-    text = str(exc)
-    for path in (job.input_path, job.result_tif, job.folder):
-        text = text.replace(str(path), "")
-    text = text.lstrip(": ").replace("--bands", "bands=").strip() or "the image could not be colorized"
+    text = _api_wording(_scrub(str(exc), folder)) or "the image could not be colorized"
     corrupt = any(w in text for w in ("corrupt", "truncated", "not a readable", "not a supported", "cannot read"))
     return ApiError(400 if corrupt else 422, text)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a worker process does (sarcolor.workers runs these in the child)
+# --------------------------------------------------------------------------------------------------
+def _atomic(dst: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) then rename tmp to dst: a reader never sees half a file."""
+    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    write(tmp)
+    tmp.replace(dst)
+
+
+def _full_png(_state: Any, src: Path, dst: Path, *, progress: Callable[[int, int], None]) -> None:
+    """The full-resolution PNG of a result GeoTIFF (in a worker: decoding a large result takes memory)."""
+    _atomic(dst, lambda tmp: write_png(src, tmp))
+
+
+def _worker_state(model: Any, device: str) -> tuple[Any, Any]:
+    """Load the model in a worker process, once: (module, config)."""
+    module, cfg, _, _ = _load(model, device)
+    return module, cfg
+
+
+def _work(state: tuple[Any, Any], folder: Path, src: Path, opts: dict, preview_max: int, *,
+          progress: Callable[[int, int], None]) -> tuple[int, str] | None:
+    """The SAR preview (input_preview.png), then ``src`` colorized into ``folder``/result.tif and its
+    display-sized preview.png; returns None, or (HTTP status, message)."""
+    from .colorize import colorize_file
+
+    module, cfg = state
+    try:  # first, so that the page can show the SAR while the rest runs
+        _atomic(folder / "input_preview.png", lambda tmp: write_input_preview(
+            src, tmp, bands=opts.get("bands"), polarisation=cfg.polarisation, max_side=preview_max))
+    except (SarColorError, RasterioError):
+        pass  # colorize_file below meets the same problem and reports it
+    try:
+        with _gdal_env():
+            colorize_file(src, folder / "result.tif", module, cfg, progress=progress, **opts)
+        write_png(folder / "result.tif", folder / "preview.png", preview_max)
+    except SarColorError as exc:
+        err = _engine_error(exc, folder)
+        return err.status, err.message
+    except RasterioError as exc:  # GDAL choking on the input's content; anything else is ours (a 500)
+        return 400, f"could not decode the image: {_scrub(_first_line(exc), folder)}"
+    return None
 
 
 def _load(model: Any, device: str) -> tuple[Any, Any, str, str]:
@@ -510,43 +622,55 @@ def _api_docs_html(spec: dict) -> str:
 
 def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixels: float = 400e6,
                workers: int = 1, ttl: float = 3600.0, sync_max_pixels: int = 2048 * 2048,
-               preview_max: int = 4096, max_queue: int = 64, device: str = "auto") -> FastAPI:
+               preview_max: int = 4096, max_queue: int = 64, device: str = "auto",
+               job_timeout: float = 600.0) -> FastAPI:
     """Build the FastAPI app. ``model`` is a shipped name, a .safetensors path or a (module, config) pair.
 
     Images up to ``sync_max_pixels`` are answered with the PNG directly (unless ``?async=1``); larger ones
-    get a job id. ``preview_max`` caps the long side of the images the page displays.
+    get a job id, and the worker process that ran them is replaced afterwards (memory back to the system).
+    ``preview_max`` caps the long side of the images the page displays. A job running longer than
+    ``job_timeout`` seconds is killed and answered 413.
     """
-    from .colorize import colorize_file
+    from .models import resolve_model_path
 
-    if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0:
-        raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel and ttl limits, please")
+    if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0 or job_timeout <= 0:
+        raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel, ttl and job time "
+                            "limits, please")
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     conf = ServerConfig(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_pixels), workers=workers,
                         ttl=float(ttl), sync_max_pixels=int(sync_max_pixels), preview_max=int(preview_max),
-                        max_queue=int(max_queue), device=device)
-    module, cfg, model_name, card = _load(model, device)  # once, shared by every job
+                        max_queue=int(max_queue), device=device, job_timeout=float(job_timeout))
+    # Here for its configuration, card and a clear error at start-up; the workers load their own copy.
+    module, cfg, model_name, card = _load(model, "cpu")
+    pool = WorkerPool(workers, _worker_state, (model if isinstance(model, tuple) else str(resolve_model_path(model)),
+                                               device))
 
     def run_job(job: Job) -> None:
+        opts = {"scale": job.scale, "bands": job.bands, "look": job.look}
         try:
-            with _gdal_env():
-                colorize_file(job.input_path, job.result_tif, module, cfg, scale=job.scale, bands=job.bands,
-                              progress=_progress_callback(job))
-            write_png(job.result_tif, job.preview_png, conf.preview_max)
-        except SarColorError as exc:
-            raise _engine_error(exc, job) from None
-        except RasterioError as exc:  # GDAL choking on the input's content; anything else is ours (500)
-            raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
+            failure = pool.run(_work, (job.folder, job.input_path, opts, conf.preview_max),
+                               timeout=conf.job_timeout, progress=_progress_callback(job),
+                               recycle=job.info.width * job.info.height > conf.sync_max_pixels)
+        except JobTimeout:
+            _remove_outputs(job)
+            raise ApiError(413, f"stopped after {conf.job_timeout:g} s, the time budget per image; "
+                                "send a smaller image (or a crop)") from None
+        if failure is not None:
+            _remove_outputs(job)
+            raise ApiError(*failure)
 
     jobs = JobManager(run_job, workers=workers, max_queue=conf.max_queue, ttl=conf.ttl)
     static = _load_static()
 
     async def lifespan(_app: FastAPI):
         jobs.start()
+        await run_in_threadpool(pool.start)
         yield
         jobs.close()
+        pool.close()
 
     # FastAPI's Swagger page loads its JavaScript from a CDN (blank offline); /docs is served by _api_docs_html.
     app = FastAPI(title="sarcolor", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -554,6 +678,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
                               "PNG; large scenes, or `?async=1`, with a job to poll.")
     app.state.jobs = jobs
     app.state.config = conf
+    app.state.workers = pool
     app.add_middleware(_BodyLimit, limit=conf.max_upload_bytes + _MULTIPART_SLACK)
 
     # ---------------- errors: always {"detail": "one clear sentence"} ----------------
@@ -622,7 +747,8 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
                 "polarisation": cfg.polarisation, "config": asdict(cfg), "card": card,
                 "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
                            "sync_max_pixels": conf.sync_max_pixels, "preview_max": conf.preview_max,
-                           "ttl_s": conf.ttl, "formats": ["png", "jpeg", "tiff"]}}
+                           "ttl_s": conf.ttl, "job_timeout_s": conf.job_timeout,
+                           "formats": ["png", "jpeg", "tiff"]}}
 
     # ---------------- colorize ----------------
     def _status(job: Job) -> dict:
@@ -662,13 +788,12 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             raise
         return job_id, folder, kind
 
-    def _prepare(upload: UploadFile, scale: str, bands: str | None) -> Job:
-        from .cli import _parse_bands
-
+    def _prepare(upload: UploadFile, scale: str, bands: str | None, look: str) -> Job:
         try:
-            band_list = _parse_bands(bands)
+            band_list = parse_bands(bands)
         except SarColorError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise ApiError(422, _api_wording(str(exc))) from None
+        jobs.check_room()  # busy: answered before the upload is copied or opened
         job_id, folder, kind = _store_upload(upload)
         try:
             info = inspect_image(folder / f"input{_EXT[kind]}", kind, conf.max_pixels)
@@ -678,7 +803,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             jobs.discard(job_id, folder)
             raise
         return Job(id=job_id, folder=folder, info=info, stem=safe_stem(upload.filename), scale=scale,
-                   bands=band_list)
+                   bands=band_list, look=look)
 
     @app.post("/api/colorize", summary="Colorize a SAR image (PNG, JPEG or GeoTIFF)",
               response_class=Response, status_code=200,
@@ -693,8 +818,10 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         scale: Literal[SCALES] = Query("auto", description="how the SAR values are scaled"),  # type: ignore[valid-type]
         bands: str | None = Query(None, description="1-based band(s): one, or two as VV,VH",
                                   max_length=16),
+        look: Literal[LOOKS] = Query("sar", description="sar: lightness from the SAR, colour from the model; "  # type: ignore[valid-type]
+                                     "optical: the full optical-like prediction"),
     ) -> Response:
-        job = await run_in_threadpool(_prepare, file, scale, bands)
+        job = await run_in_threadpool(_prepare, file, scale, bands, look)
         jobs.submit(job)  # 503 when the queue is full
         if async_ or job.info.width * job.info.height > conf.sync_max_pixels:
             return JSONResponse(_status(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
@@ -712,9 +839,12 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             return job.preview_png
         with job.lock:
             if not job.result_png.exists():
-                tmp = job.folder / "result.part.png"
-                write_png(job.result_tif, tmp)
-                tmp.replace(job.result_png)
+                try:
+                    pool.run(_full_png, (job.result_tif, job.result_png), timeout=conf.job_timeout,
+                             progress=lambda *_: None, recycle=True)
+                except JobTimeout:
+                    raise ApiError(413, f"the full-size PNG takes longer than the time budget of "
+                                        f"{conf.job_timeout:g} s; download the GeoTIFF (format=tif)") from None
         return job.result_png
 
     @app.get("/api/jobs/{job_id}", summary="Job status, progress and result links")
@@ -744,26 +874,18 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     async def job_preview(job_id: str) -> FileResponse:
         return FileResponse(_done(job_id).preview_png, media_type="image/png")
 
-    def _input_preview(job: Job) -> Path:
-        with job.lock:
-            if not job.input_preview.exists():
-                tmp = job.folder / "input_preview.part.png"
-                write_input_preview(job.input_path, tmp, bands=job.bands, polarisation=cfg.polarisation,
-                                    max_side=conf.preview_max)
-                tmp.replace(job.input_preview)
-        return job.input_preview
-
     @app.get("/api/jobs/{job_id}/input.png", summary="The uploaded SAR image as a grey PNG, sized for display",
+             description="Made by the job's worker as its first step: a request for a queued job waits for it.",
              response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
     async def job_input(job_id: str) -> FileResponse:
         job = jobs.get(job_id)
-        try:
-            path = await run_in_threadpool(_input_preview, job)
-        except SarColorError as exc:
-            raise _engine_error(exc, job) from None
-        except RasterioError as exc:
-            raise ApiError(400, f"could not decode the image: {_first_line(exc)}") from None
-        return FileResponse(path, media_type="image/png")
+        while not job.input_preview.exists() and job.status in ("queued", "running"):
+            await asyncio.sleep(0.1)
+        if job.input_preview.exists():
+            return FileResponse(job.input_preview, media_type="image/png")
+        if job.status == "failed":
+            raise ApiError(job.error_status or 500, job.error or "failed")
+        raise ApiError(404, "no preview of this input")  # done without one: the preview's own read failed
 
     return app
 
@@ -800,8 +922,60 @@ def serve(args: Any) -> int:
     # Process-wide, so set here and not in create_app: PIL refuses (DecompressionBombError) beyond twice this.
     Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
     app = create_app(model=args.model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
-                     workers=args.workers, ttl=args.ttl)
+                     workers=args.workers, ttl=args.ttl, job_timeout=args.job_timeout)
     log.info("serving on http://%s:%d/ (API docs at /docs)",
              f"[{args.host}]" if ":" in args.host else args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5,
+                http=header_deadline_protocol())
     return 0
+
+
+def header_deadline_protocol() -> type:
+    """uvicorn's HTTP/1.1 protocol, plus: a request's headers must arrive within ``HEADER_TIMEOUT`` seconds.
+
+    uvicorn times out idle keep-alive connections but not a client that sends its headers a byte at a time
+    (or opens a connection and sends nothing): such connections would stay open for ever. The clock starts
+    when the connection opens and again after each response; the request line and headers stop it.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(HEADER_TIMEOUT, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                body = b'{"detail": "request headers not received in time"}'
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # a request line and headers arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # may already start on a pipelined next request
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline

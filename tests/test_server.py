@@ -129,6 +129,23 @@ def test_png_returns_png_directly(client: TestClient) -> None:
     assert (job["width"], job["height"], job["input_type"], job["georeferenced"]) == (64, 48, "png", False)
 
 
+def test_look_field(client: TestClient, tiny_model: Path) -> None:
+    """look=sar (the default) and look=optical give what colorize gives in each look; another look is a 422."""
+    from sarcolor.colorize import colorize
+
+    sar = grey(48, 64, seed=5)
+    got = {}
+    for look in ("sar", "optical"):
+        r = post(client, png_bytes(sar), query="" if look == "sar" else "?look=optical")
+        assert r.status_code == 200, r.text
+        with Image.open(io.BytesIO(r.content)) as im:
+            got[look] = np.asarray(im.convert("RGB"))
+        direct = colorize(sar, tiny_model, look=look, device="cpu").astype(int)
+        assert np.abs(got[look].astype(int) - direct).max() <= 2  # a worker's thread count may round differently
+    assert not np.array_equal(got["sar"], got["optical"])
+    assert_json_error(post(client, png_bytes(sar), query="?look=fog"), 422, "look")
+
+
 def test_jpeg_and_downloads(client: TestClient) -> None:
     r = post(client, jpeg_bytes(grey(40, 56, seed=2)), name="sar.jpg", ctype="image/jpeg")
     assert r.status_code == 200, r.text
@@ -470,3 +487,161 @@ def test_cli_serve_binds_loopback_by_default(tiny_model: Path, monkeypatch: pyte
     assert seen["health"]["status"] == "ok" and seen["health"]["model"] == "tiny"
     assert Image.MAX_IMAGE_PIXELS == 1_000_000
     assert seen["app"].state.config.ttl == 5.0
+
+
+# ------------------------------------------------------------------ budgets, worker processes, slow clients
+def test_job_over_its_time_budget_is_killed_and_413(tiny_model: Path) -> None:
+    """The job runs in a worker process that is killed at the budget; the next job gets a fresh worker."""
+    app = make_app(tiny_model, job_timeout=0.001)  # nothing colorizes, writes a COG and a PNG in 1 ms
+    with TestClient(app) as c:
+        [before] = app.state.workers.pids()
+        r = post(c, png_bytes(grey(64, 64)))
+        detail = assert_json_error(r, 413, "time budget", "0.001 s")
+        assert "smaller" in detail
+        job = c.get("/api/jobs/" + next(iter(app.state.jobs.jobs))).json()
+        assert job["status"] == "failed" and job["error_status"] == 413
+        folder = app.state.jobs.root / job["id"]
+        assert [p.name for p in folder.iterdir()] == ["input.png"]  # no partial or temp outputs
+        [after] = app.state.workers.pids()
+        assert after != before
+        with pytest.raises(ProcessLookupError):
+            import os
+
+            os.kill(before, 0)  # the old worker is gone, not left running
+        app.state.config.job_timeout = 60.0
+        r = post(c, png_bytes(grey(64, 64)))
+        assert r.status_code == 200, r.text
+        assert c.get("/api/model").json()["limits"]["job_timeout_s"] == 60.0
+
+
+def test_jobs_run_in_a_worker_process_replaced_after_large_jobs(tiny_model: Path) -> None:
+    """Small jobs share one worker (model loaded once); a large one's worker is replaced, freeing its memory."""
+    import os
+
+    app = make_app(tiny_model)
+    with TestClient(app) as c:
+        [worker] = app.state.workers.pids()
+        assert worker != os.getpid()
+        for seed in range(3):
+            assert post(c, png_bytes(grey(40, 40, seed))).status_code == 200
+        assert app.state.workers.pids() == [worker]
+        r = post(c, png_bytes(grey(120, 100)))  # over sync_max_pixels: a large job
+        assert wait_done(c, r.json()["id"])["status"] == "done"
+        [new] = app.state.workers.pids()
+        assert new != worker
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
+        os.kill(new, 9)  # a worker that died (OOM killer, crash) is replaced on the next job
+        assert post(c, png_bytes(grey(40, 40))).status_code == 200
+    assert app.state.workers.pids() == []  # shutdown stops the workers
+
+
+def test_complex_pixels_are_422_with_a_hint(client: TestClient, tmp_path: Path) -> None:
+    path = tmp_path / "slc.tif"
+    data = (np.random.default_rng(6).normal(size=(32, 32)) * (1 + 1j)).astype(np.complex64)
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=1, dtype="complex64") as ds:
+        ds.write(data, 1)
+    detail = assert_json_error(post(client, path.read_bytes(), name="slc.tif", ctype="image/tiff"), 422,
+                               "complex", "GRD")
+    assert "sarcolor-serve" not in detail
+
+
+@pytest.fixture
+def live_server(tiny_model: Path, monkeypatch: pytest.MonkeyPatch):
+    """The app under a real uvicorn, as ``serve`` runs it, with short client deadlines."""
+    import socket
+
+    import uvicorn
+
+    import sarcolor.server as server
+
+    monkeypatch.setattr(server, "HEADER_TIMEOUT", 0.5)
+    monkeypatch.setattr(server, "BODY_GRACE", 0.5)
+    monkeypatch.setattr(server, "BODY_MIN_RATE", 1024)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(make_app(tiny_model), host="127.0.0.1", port=port, log_level="warning",
+                            http=server.header_deadline_protocol())
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield port
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _raw(port: int, data: bytes, wait: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data`` and read until the server closes the connection: (everything read, seconds taken)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(wait)
+        t0 = time.perf_counter()
+        s.sendall(data)
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except TimeoutError:
+            got += b"<still open>"
+        return got, time.perf_counter() - t0
+
+
+def test_slow_clients_are_cut_off(live_server: int) -> None:
+    import httpx
+
+    port = live_server
+    # Headers that never finish, and a connection that sends nothing: 408, then closed.
+    for data in (b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Ty", b""):
+        got, dt = _raw(port, data)
+        assert got.startswith(b"HTTP/1.1 408 ") and got.endswith(b"}"), got
+        assert b'"detail": "request headers not received in time"' in got
+        assert 0.4 < dt < 3
+    # A body that stalls: 408 JSON from the app, once BODY_GRACE + bytes / BODY_MIN_RATE have passed.
+    head = (b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
+            b"Content-Length: 50000\r\n\r\n--xx\r\nContent-Disposition: form-data; name=\"file\"; "
+            b"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n")
+    got, dt = _raw(port, head)
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert b"upload too slow" in got and b"application/json" in got
+    assert 0.4 < dt < 3
+    # Normal clients are unaffected, keep-alive included (the deadline is re-armed after each response).
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        for seed in range(2):
+            r = c.post("/api/colorize", files={"file": ("a.png", png_bytes(grey(32, 32, seed)), "image/png")})
+            assert r.status_code == 200, r.text
+            time.sleep(0.7)  # longer than the header deadline, between two requests on one connection
+        assert c.get("/api/health").json()["status"] == "ok"
+
+
+def test_pixels_are_only_decoded_in_worker_processes(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Previews and the full-size PNG are made by workers too, so the server process never holds a decoded
+    image (its memory would not go back); the SAR preview is the job's first step, waited for if queued."""
+    import sarcolor.server as server
+
+    def boom(*_a, **_k):
+        raise AssertionError("pixels decoded in the server process")
+
+    monkeypatch.setattr(server, "write_png", boom)  # the workers have their own, unpatched, module
+    monkeypatch.setattr(server, "write_input_preview", boom)
+    app = make_app(tiny_model, preview_max=64)
+    release = threading.Event()
+    jm = app.state.jobs
+    real_run = jm._run
+    jm._run = lambda job: release.wait(10) and real_run(job)
+    with TestClient(app) as c:
+        job_id = post(c, png_bytes(grey(120, 100)), query="?async=1").json()["id"]
+        threading.Timer(0.5, release.set).start()
+        t0 = time.perf_counter()
+        inp = c.get(f"/api/jobs/{job_id}/input.png")  # the job is queued: this waits for its first step
+        assert inp.status_code == 200 and time.perf_counter() - t0 > 0.4
+        assert png_size(inp.content) == (53, 64)
+        assert wait_done(c, job_id)["status"] == "done"
+        assert png_size(c.get(f"/api/jobs/{job_id}/preview.png").content) == (53, 64)
+        full = c.get(f"/api/jobs/{job_id}/result?format=png")
+        assert full.status_code == 200 and png_size(full.content) == (100, 120)

@@ -91,8 +91,9 @@ function upload(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   const scale = encodeURIComponent($("scale").value);
+  const look = encodeURIComponent(document.querySelector('input[name="look"]:checked').value);
   const xhr = new XMLHttpRequest();  // fetch() cannot report upload progress
-  xhr.open("POST", `/api/colorize?async=1&scale=${scale}`);
+  xhr.open("POST", `/api/colorize?async=1&scale=${scale}&look=${look}`);
   xhr.responseType = "json";
   xhr.upload.onprogress = (ev) => {
     if (ev.lengthComputable) {
