@@ -39,6 +39,7 @@ from .preprocess import SCALES, SceneStats, model_input, scene_stats
 from .raster import (
     READ_EXTS,
     ArraySource,
+    ReflectPadded,
     RGBWriter,
     SarSource,
     check_output,
@@ -51,6 +52,7 @@ from .tiling import StripAccumulator, Tile, best_tile, blend_window, pad_to_mult
 log = logging.getLogger("sarcolor")
 
 MAX_STATS_PIXELS = 4_000_000  # scene statistics from a decimated read of at most this many pixels
+EDGE_MARGIN = 32  # mirrored pixels added around a scene: 32 takes the frame from -18/255 to under 1/255
 BATCH_PIXELS = {"cpu": 1 << 20, "cuda": 16 << 20}  # tile pixels per forward pass
 
 ModelLike = str | Path | tuple[nn.Module, ModelConfig]
@@ -179,9 +181,19 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
     fill = float(np.median(good))
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)
-    tile = best_tile(source.height, source.width, tile, overlap, multiple)
+    tile = _best_tile(source, tile, overlap, multiple)
     return _Plan(stats, fill, float(valid.mean()), tile, overlap,
                  tile_grid(source.height, source.width, tile, overlap))
+
+
+def _best_tile(source: SarSource, tile: int, overlap: int, multiple: int) -> int:
+    """best_tile for the scene itself: a scene that would be one tile stays one tile with its mirrored edges."""
+    m = int(getattr(source, "margin", 0))
+    h, w = source.height - 2 * m, source.width - 2 * m
+    size = best_tile(h, w, tile, overlap, multiple)
+    if size >= max(h, w):
+        return max(size, -(-max(source.height, source.width) // multiple) * multiple)
+    return best_tile(source.height, source.width, tile, overlap, multiple)
 
 
 def _strips(source: SarSource, grid: list[list[Tile]]) -> Iterator[tuple[list[Tile], np.ndarray, np.ndarray]]:
@@ -263,11 +275,14 @@ def _named(name: str, exc: SarColorError) -> SarColorError:
 def _colorize_source(source: SarSource, model: nn.Module, cfg: ModelConfig, sink: RowSink, *, scale: str,
                      tta: bool, progress: Progress, before: Callable[[], None] | None = None) -> SceneInfo:
     t0 = time.perf_counter()
+    multiple = int(getattr(model, "multiple", 1))
+    # Mirrored context around the scene: zero padding at its edges darkened a frame along every output's edge.
+    padded = ReflectPadded(source, EDGE_MARGIN)
     try:
-        plan = _plan(source, cfg, int(getattr(model, "multiple", 1)), scale)
+        plan = _plan(padded, cfg, multiple, scale)
         if before is not None:
             before()
-        _run(source, model, cfg, plan, sink, tta=tta, progress=progress)
+        _run(padded, model, cfg, plan, padded.crop(sink), tta=tta, progress=progress)
     except SarColorError as exc:
         raise _named(source.name, exc) from None
     return SceneInfo(source.name, source.width, source.height, source.band, plan.stats.scale,

@@ -357,6 +357,61 @@ class ArraySource:
         self.close()
 
 
+class ReflectPadded:
+    """A ``SarSource`` seen with ``margin`` mirrored pixels added on every side.
+
+    The model then sees image-like context at the scene's edges instead of its convolutions' zero padding,
+    which darkened a frame along every output's edges. Rows are read forward only (PNG/JPEG decode
+    sequentially): the last ``margin + 1`` rows read are kept for the mirror at the bottom edge.
+    ``sample`` is the unpadded source's, so the scene statistics count every real pixel once.
+    """
+
+    def __init__(self, inner: SarSource, margin: int) -> None:
+        self.inner, self.margin = inner, margin
+        self.name, self.dtype, self.band, self.georef = inner.name, inner.dtype, inner.band, inner.georef
+        self.height, self.width = inner.height + 2 * margin, inner.width + 2 * margin
+        self._rows = np.pad(np.arange(inner.height), margin, mode="reflect")  # padded row -> source row
+        self._cols = np.pad(np.arange(inner.width), margin, mode="reflect")
+        self._start = 0  # source row of self._buf's first row
+        self._buf: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _source_rows(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source rows [lo, hi) into the buffer (reading only rows not read yet); returns the buffer."""
+        end = self._start + (0 if self._buf is None else len(self._buf[0]))
+        if self._buf is None or lo < self._start or lo > end:  # first read, or not contiguous with the last
+            self._buf, self._start = self.inner.read_rows(lo, hi), lo
+        elif hi > end:
+            data, valid = self.inner.read_rows(end, hi)
+            keep = max(0, min(lo, hi - self.margin - 1) - self._start)  # rows before that are never asked again
+            self._buf = (np.concatenate([self._buf[0][keep:], data]), np.concatenate([self._buf[1][keep:], valid]))
+            self._start += keep
+        return self._buf
+
+    def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._rows[y0:y1]
+        data, valid = self._source_rows(int(rows.min()), int(rows.max()) + 1)
+        pick = np.ix_(rows - self._start, self._cols)
+        return data[pick], valid[pick]
+
+    def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner.sample(max_pixels)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def crop(self, sink: Callable[[int, np.ndarray, np.ndarray], None]
+             ) -> Callable[[int, np.ndarray, np.ndarray], None]:
+        """A row sink for this padded source's output that passes the source's own rows on to ``sink``."""
+        m, h, w = self.margin, self.inner.height, self.inner.width
+
+        def cropped(y0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
+            a, b = max(y0, m), min(y0 + rgb.shape[1], m + h)
+            if b > a:
+                sink(a - m, rgb[:, a - y0:b - y0, m:m + w], valid[a - y0:b - y0, m:m + w])
+
+        return cropped
+
+
 def open_sar(image: str | Path | np.ndarray, *, bands: Sequence[int] | None = None, polarisation: str = "VH",
              nodata: float | None = None) -> RasterSource | ArraySource:
     """A path becomes a ``RasterSource``, an array an ``ArraySource``."""
