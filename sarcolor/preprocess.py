@@ -69,6 +69,9 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     v = sample[valid]
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
+    if scale == "db" and sample.dtype == np.uint8:
+        raise SarColorError("--scale db: 8-bit pixels are a display product, not dB values; "
+                            "use --scale auto (or 8bit)")
     if scale == "auto":
         scale = detect_scale(v, sample.dtype)
         log.info("scale auto -> %s (dtype %s, median %.4g)", scale, sample.dtype, float(np.median(v)))

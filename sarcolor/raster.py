@@ -121,6 +121,20 @@ def _check_size(name: str, height: int, width: int) -> None:
                             f"at least {MIN_SIZE}x{MIN_SIZE} is needed")
 
 
+def check_pixel_type(name: str, dtype: str, nbits: int | None = None) -> np.dtype:
+    """The band's pixel type as numpy's, or a SarColorError for types no SAR colorization can use."""
+    if "complex" in str(dtype):  # GDAL's CInt16/CInt32 have no numpy equivalent, so test the name first
+        raise SarColorError(f"{name}: complex pixels ({dtype}): a single-look complex (SLC) product? sarcolor "
+                            "colours detected amplitude/intensity images: use the GRD product, or write the "
+                            f"amplitude with: gdal_translate DERIVED_SUBDATASET:AMPLITUDE:{name} amplitude.tif")
+    dt = np.dtype(dtype)
+    if dt.kind == "b" or nbits == 1:
+        raise SarColorError(f"{name}: 1-bit (boolean) pixels: a mask, not a SAR image")
+    if dt.kind not in "uif":
+        raise SarColorError(f"{name}: unsupported pixel type {dt}; expected integer or floating-point pixels")
+    return dt
+
+
 def _nodata_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is None:
         return np.ones(data.shape, bool)
@@ -190,7 +204,8 @@ class RasterSource:
                                      name=self.name)
         if msg:
             log.info(msg)
-        self.dtype = np.dtype(ds.dtypes[self.band - 1])
+        nbits = ds.tags(self.band, ns="IMAGE_STRUCTURE").get("NBITS")
+        self.dtype = check_pixel_type(self.name, ds.dtypes[self.band - 1], int(nbits) if nbits else None)
         self.file_nodata = ds.nodatavals[self.band - 1]
         self.user_nodata = nodata
         flags = ds.mask_flag_enums[self.band - 1]
@@ -311,8 +326,7 @@ class ArraySource:
             mask = None if mask is None else mask[None]
         if a.ndim != 3:
             raise SarColorError(f"{name}: expected an array of shape (H, W) or (bands, H, W), got {a.shape}")
-        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-            raise SarColorError(f"{name}: unsupported array dtype {a.dtype}")
+        check_pixel_type(name, str(a.dtype))
         _, self.height, self.width = a.shape
         _check_size(name, self.height, self.width)
         self.band, msg = choose_band(list(range(1, a.shape[0] + 1)), bands=bands, polarisation=polarisation,

@@ -381,6 +381,18 @@ def _case(tmp: Path, case: str) -> tuple[Path, Path, str]:
         n = int(case[0])
         return (write_geotiff(tmp / "m.tif", np.stack([sar_db(seed=i) for i in range(n)])), out,
                 rf"m\.tif: {n} bands; choose the SAR band with --bands")
+    if case in ("complex64", "complex int16"):
+        z = (db_to_linear(sar_db()) + 1j * db_to_linear(sar_db(seed=1))) * 100
+        path = tmp / "slc.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=z.shape[1], height=z.shape[0], count=1,
+                           dtype="complex64" if case == "complex64" else "complex_int16", crs=CRS,
+                           transform=TRANSFORM) as ds:
+            ds.write(z.astype(np.complex64), 1)
+        return path, out, r"slc\.tif: complex pixels .*SLC.*GRD.*DERIVED_SUBDATASET:AMPLITUDE"
+    if case == "1-bit png":
+        return write_png(tmp / "mask.png", sar_db() > -14), out, r"mask\.png: 1-bit \(boolean\) pixels"
+    if case == "scale db on 8-bit":
+        return write_png(tmp / "g.png", db_to_8bit(sar_db())), out, r"g\.png: --scale db: 8-bit pixels"
     if case == "no output folder":
         return good, tmp / "missing" / "out.tif", r"output folder .*missing.* does not exist"
     if case == "output is input":
@@ -391,7 +403,8 @@ def _case(tmp: Path, case: str) -> tuple[Path, Path, str]:
 
 
 BAD = ["missing", "directory", "zero bytes", "not an image", "truncated", "corrupt", "1x1", "5x5", "all NaN",
-       "all nodata", "4 bands", "5 bands", "no output folder", "output is input", "bad output format"]
+       "all nodata", "4 bands", "5 bands", "complex64", "complex int16", "1-bit png", "scale db on 8-bit",
+       "no output folder", "output is input", "bad output format"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -400,7 +413,8 @@ def test_bad_input_raises_one_line_and_leaves_nothing(tiny_model_path: Path, tmp
     before = _files(tmp_path)
     mtime = src.stat().st_mtime_ns if src.is_file() else None
     with pytest.raises(SarColorError, match=match) as info:
-        colorize_paths(src, dst, model=tiny_model_path, quiet=True, overwrite=True)
+        colorize_paths(src, dst, model=tiny_model_path, quiet=True, overwrite=True,
+                       scale="db" if case == "scale db on 8-bit" else "auto")
     assert "\n" not in str(info.value)
     assert _files(tmp_path) == before  # no partial output, no temp files
     if mtime is not None:
@@ -408,11 +422,12 @@ def test_bad_input_raises_one_line_and_leaves_nothing(tiny_model_path: Path, tmp
 
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "corrupt", "truncated", "all NaN", "5 bands",
-                                  "output is input"])
+                                  "complex64", "1-bit png", "scale db on 8-bit", "output is input"])
 def test_cli_errors_are_one_line_without_traceback(tiny_model_path: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture, case: str) -> None:
     src, dst, match = _case(tmp_path, case)
-    code = main(["colorize", str(src), "-o", str(dst), "--model", str(tiny_model_path), "-q"])
+    scale = ["--scale", "db"] if case == "scale db on 8-bit" else []
+    code = main(["colorize", str(src), "-o", str(dst), "--model", str(tiny_model_path), "-q", *scale])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("sarcolor: error: ") and "Traceback" not in err
