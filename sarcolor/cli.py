@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import SarColorError
 from .preprocess import SCALES
@@ -131,6 +135,35 @@ def run(args: argparse.Namespace) -> int:
     raise SarColorError(f"unknown command {args.command}")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every ``finally`` runs and temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextmanager
+def _stop_on_signals(enabled: bool = True) -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP (kill, a closed terminal, a batch system's time limit) into ``Stopped``: their
+    default action ends the process at once, leaving half-written temporary outputs behind. The previous
+    handlers come back afterwards (main() also runs inside other programs, such as the tests)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    signums = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {n: signal.signal(n, _raise_stopped) for n in signums}
+    try:
+        yield
+    finally:
+        for n, handler in old.items():
+            signal.signal(n, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
@@ -138,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     # GDAL's own error for a bad file would be a second line; sarcolor reports it in its one-line error.
     logging.getLogger("rasterio").setLevel(logging.CRITICAL)
     try:
-        return run(args)
+        with _stop_on_signals(args.command != "serve"):  # the server (uvicorn) handles its own signals
+            return run(args)
     except SarColorError as exc:
         print(f"sarcolor: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"sarcolor: stopped by {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("sarcolor: interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import os
+import re
 import secrets
 import warnings
 from collections.abc import Callable, Sequence
@@ -466,6 +467,49 @@ def check_output(src: str | Path | None, dst: str | Path) -> Path:
     return dst
 
 
+# What _temp_name makes (and GDAL's side files of it): ".NAME.<pid>-<8 hex>.<part|cog|out>.tmp[.ovr.tmp|.aux.xml]"
+_TEMP_RE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.(?:part|cog|out)\.tmp(?:\.ovr\.tmp|\.aux\.xml)?$")
+_swept: set[Path] = set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary outputs that a killed run (SIGKILL, power loss) left in ``folder``: those whose
+    process is no longer running on this machine. Once per folder per process; returns what was removed."""
+    folder = folder.resolve()
+    if folder in _swept:
+        return []
+    if len(_swept) > 10_000:  # a long-running server writes into many job folders
+        _swept.clear()
+    _swept.add(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for e in entries:
+        m = _TEMP_RE.match(e.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))) and e.is_file():
+            try:
+                os.unlink(e.path)
+            except OSError:
+                continue
+            removed.append(Path(e.path))
+    if removed:
+        log.warning("%s: removed %d temporary file(s) left by an interrupted run (%s)", folder, len(removed),
+                    ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
+    return removed
+
+
 def _temp_name(dst: Path, tag: str) -> Path:
     # Hidden, unique, in the output's own folder (so os.replace is an atomic rename on the same filesystem),
     # and created by GDAL itself so that it gets the usual umask permissions.
@@ -501,6 +545,7 @@ class RGBWriter:
         # The intermediate is only ever read once more, by the conversion: favour speed over size.
         if self.driver != "GTiff" or _has_cog():
             profile["zlevel"] = 1
+        remove_stale_temps(self.dst.parent)
         self.tmp = _temp_name(self.dst, "part")
         self.temps.append(self.tmp)
         with warnings.catch_warnings():
