@@ -8,6 +8,8 @@ modules named after each job. User errors become one line on stderr and a non-ze
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
-    c.add_argument("--device", default="auto", choices=DEVICES)
+    c.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: the GPU when PyTorch sees one, else the CPU (default: auto)")
     c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
                    help="output format for folder input (default: .tif)")
     c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from a model: 'default' or a checkpoint / .safetensors path")
     t.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: the GPU when PyTorch sees one (under torchrun: one GPU per process)")
-    t.add_argument("-q", "--quiet", action="store_true")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar; warnings and errors only")
 
     e = sub.add_parser("evaluate", help="score models and baselines on SAR/optical pairs")
     e.add_argument("--config", help="training config whose data and split to use")
@@ -77,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", default="6",
                    help="contact-sheet rows: a number of random pairs, or comma-separated names (default: 6)")
     e.add_argument("--heatmap", action="store_true", help="also write per-pixel error heatmaps")
-    e.add_argument("--device", default="auto", choices=DEVICES)
-    e.add_argument("-q", "--quiet", action="store_true")
+    e.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: the GPU when PyTorch sees one, else the CPU (default: auto)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bars; warnings and errors only")
 
     x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
     x.add_argument("checkpoint", help="training checkpoint folder or file")
@@ -86,11 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--tile", type=int, help="inference tile size (px) to store in the model (default: the run's)")
     x.add_argument("--card", help="a Markdown model card to embed (default: a generated summary of the run)")
 
-    s = sub.add_parser("serve", help="start the web page and HTTP API")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--model", default="default")
-    s.add_argument("--max-upload-mb", type=float, default=200.0)
+    s = sub.add_parser("serve", help="start the web page and HTTP API (needs the [serve] extra)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port")
+    s.add_argument("--model", default="default", help="shipped model name or .safetensors file")
+    s.add_argument("--max-upload-mb", type=float, default=200.0, help="largest accepted upload, in MB")
     s.add_argument("--max-pixels", type=float, default=400e6, help="largest accepted image, in pixels")
     s.add_argument("--workers", type=int, default=1, help="concurrent colorize jobs")
     s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
@@ -104,6 +109,24 @@ def _version() -> str:
         return version("sarcolor")
     except PackageNotFoundError:
         return "dev"
+
+
+def _require_serve_extra() -> None:
+    """The server's packages come with the [serve] extra: say so instead of a ModuleNotFoundError."""
+    missing = [m for m in ("fastapi", "uvicorn") if not _importable(m)]
+    if importlib.util.find_spec("python_multipart") is None and importlib.util.find_spec("multipart") is None:
+        missing.append("python-multipart")
+    if missing:
+        raise SarColorError(f"sarcolor serve needs the [serve] extra ({', '.join(missing)} not installed): "
+                            "pip install -e '.[serve]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         export_checkpoint(args.checkpoint, args.output, tile=args.tile, card=args.card)
         return 0
     if args.command == "serve":
+        _require_serve_extra()
         from .server import serve
 
         return serve(args)

@@ -427,10 +427,10 @@ def colorize_paths(input: str | Path, output: str | Path, *, model: ModelLike = 
             if out.is_dir():
                 out = out / (src.stem + out_ext)
             check_output(src, out)
+            net, cfg = get_model(model, device)  # a bad --model or --device fails even when skipping
             if out.exists() and not overwrite:
                 log.warning("%s: exists, skipped (use --overwrite to replace it)", out)
                 return 0
-            net, cfg = get_model(model, device)
             info = colorize_file(src, out, net, cfg, progress=not quiet, **kw)
             log.info("%s -> %s (%dx%d, %d tiles, %.1f s)", src, out, info.width, info.height, info.tiles,
                      info.seconds)
