@@ -18,6 +18,7 @@ log = logging.getLogger("sarcolor")
 
 SCALES = ("auto", "db", "linear", "amplitude", "8bit")
 _EPS_LIN = 1e-6
+DB_LIMIT = 1000.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ def to_db(raw: np.ndarray, scale: str) -> np.ndarray:
     """Map raw values to dB (float32). An 8-bit display product is read as linear intensity x 255."""
     x = raw.astype(np.float32, copy=False)
     if scale == "db":
-        return x.copy()
+        # Backscatter lies within about +-60 dB; clipping absurd values (a float32's max) keeps statistics
+        # and normalisation finite: their differences would overflow to inf and NaN colours.
+        return np.clip(x, -DB_LIMIT, DB_LIMIT)
     if scale == "linear":
         return 10.0 * np.log10(np.maximum(x, _EPS_LIN))
     if scale == "amplitude":
@@ -88,7 +91,8 @@ def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: i
     db = to_db(raw, stats.scale)
     if input_norm == "logpct":
         # Affine in log space: invariant to calibration gain and to power vs amplitude; robust to speckle.
-        x = 2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0
+        with np.errstate(over="ignore"):  # absurd values (|dB| near float32's max) saturate in the clip
+            x = 2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0
         x = np.clip(x, -1.5, 1.5)
     elif input_norm == "seed":
         # The prototype fed 8-bit display values scaled to [-1, 1].

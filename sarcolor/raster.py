@@ -111,9 +111,10 @@ def _bands_equal(sample: np.ndarray, valid: np.ndarray | None = None) -> bool:
     if not ok.any():
         return True
     v = s[:, ok]
-    lo, hi = np.percentile(v[0], [1, 99])
-    tol = _EQUAL_TOL * max(hi - lo, 1e-12)
-    return all(np.percentile(np.abs(v[i] - v[0]), 99) <= tol for i in range(1, len(v)))
+    with np.errstate(over="ignore", invalid="ignore"):  # values near float64's max: an inf range is fine
+        lo, hi = np.percentile(v[0], [1, 99])
+        tol = _EQUAL_TOL * max(hi - lo, 1e-12)
+        return all(np.percentile(np.abs(v[i] - v[0]), 99) <= tol for i in range(1, len(v)))
 
 
 def _check_size(name: str, height: int, width: int) -> None:
@@ -134,6 +135,17 @@ def check_pixel_type(name: str, dtype: str, nbits: int | None = None) -> np.dtyp
     if dt.kind not in "uif":
         raise SarColorError(f"{name}: unsupported pixel type {dt}; expected integer or floating-point pixels")
     return dt
+
+
+def _narrow(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Floats wider than float32 as float32 (the engine works in float32; SAR needs no more precision), with
+    values beyond float32's range marked invalid instead of becoming inf (or NaN statistics) later on.
+    ``valid`` was computed on the original values, so a nodata value compares exactly."""
+    if data.dtype.kind != "f" or data.dtype.itemsize <= 4:
+        return data, valid
+    with np.errstate(over="ignore"):
+        narrow = data.astype(np.float32)
+    return narrow, valid & np.isfinite(narrow)
 
 
 def _nodata_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -258,7 +270,7 @@ class RasterSource:
         """Rows [y0, y1) at full width: (data in the file's dtype, valid mask)."""
         window = Window(0, y0, self.width, y1 - y0)
         data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
-        return data, self._valid(data, window)
+        return _narrow(data, self._valid(data, window))
 
     def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         """Every f-th pixel of every f-th row, so that at most ``max_pixels`` pixels are returned.
@@ -355,12 +367,12 @@ class ArraySource:
 
     def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         data = self.data[y0:y1]
-        return data, self._valid(data, None if self.mask is None else self.mask[y0:y1])
+        return _narrow(data, self._valid(data, None if self.mask is None else self.mask[y0:y1]))
 
     def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         f = max(1, math.ceil(math.sqrt(self.height * self.width / max_pixels)))
         data = self.data[::f, ::f]
-        return data, self._valid(data, None if self.mask is None else self.mask[::f, ::f])
+        return _narrow(data, self._valid(data, None if self.mask is None else self.mask[::f, ::f]))
 
     def close(self) -> None:
         pass
