@@ -29,7 +29,8 @@ from sarcolor.errors import SarColorError
 from sarcolor.preprocess import SCALES
 
 # A NaN or inf reaching the colours (or a float overflow on the way) is a bug here, not noise.
-pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+# A hang fails the test (pytest-timeout) instead of stalling the run.
+pytestmark = [pytest.mark.filterwarnings("error::RuntimeWarning"), pytest.mark.timeout(900)]
 
 FAST = 60
 LONG = int(os.environ.get("SARCOLOR_HYPOTHESIS_EXAMPLES", "300"))
