@@ -177,7 +177,7 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
         raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     sample, valid = source.sample(MAX_STATS_PIXELS)
     stats = scene_stats(sample, valid, scale)  # raises on an all-invalid image; logs an 'auto' decision
-    good = sample[valid & np.isfinite(sample)]
+    good = sample[valid & np.isfinite(sample)].astype(np.float64)  # a float32 median can overflow
     fill = float(np.median(good))
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)

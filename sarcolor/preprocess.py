@@ -36,7 +36,7 @@ def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return "8bit"
-    v = sample[np.isfinite(sample)]
+    v = sample[np.isfinite(sample)].astype(np.float64)  # float32 percentiles of huge values overflow
     if v.size == 0:
         raise SarColorError("no valid pixels to decide the scale from")
     if np.issubdtype(dtype, np.integer):
@@ -69,7 +69,7 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN."""
     finite = np.isfinite(sample)
     valid = finite if valid is None else (valid & finite)
-    v = sample[valid]
+    v = sample[valid].astype(np.float64)  # medians and percentiles of float32 values near its max overflow
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
     if scale == "db" and sample.dtype == np.uint8:

@@ -212,13 +212,15 @@ class RasterSource:
         _check_size(self.name, self.height, self.width)
         alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
         data_bands = [b for b in range(1, ds.count + 1) if b not in alpha]
+        for b in data_bands:  # before choosing a band: that reads pixels, which must be of a usable type
+            nbits = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
+            check_pixel_type(self.name, ds.dtypes[b - 1], int(nbits) if (nbits or "").isdigit() else None)
         self.band, msg = choose_band(data_bands, bands=bands, polarisation=polarisation,
                                      descriptions=ds.descriptions, bands_equal=self._bands_equal,
                                      name=self.name)
         if msg:
             log.info(msg)
-        nbits = ds.tags(self.band, ns="IMAGE_STRUCTURE").get("NBITS")
-        self.dtype = check_pixel_type(self.name, ds.dtypes[self.band - 1], int(nbits) if nbits else None)
+        self.dtype = np.dtype(ds.dtypes[self.band - 1])
         self.file_nodata = ds.nodatavals[self.band - 1]
         self.user_nodata = nodata
         flags = ds.mask_flag_enums[self.band - 1]
