@@ -4,7 +4,7 @@ ends in a valid output or a clean one-line SarColorError, never another exceptio
 Generated: GeoTIFF / PNG / JPEG, every GDAL pixel type sarcolor may meet (complex included), 1-5 bands, an
 alpha band, sizes from 1 px, NaN / inf / nodata patterns, truncated files and header bytes overwritten with
 lies, and random --bands / --scale / --nodata options. The fast run does ``FAST`` examples per test; the long
-run (marked slow) does ``SARCOLOR_HYPOTHESIS_EXAMPLES`` (default 300), e.g.
+run (marked slow) does ``SARCOLOR_HYPOTHESIS_EXAMPLES`` (default 200), e.g.
 ``SARCOLOR_HYPOTHESIS_EXAMPLES=2000 pytest -m slow -s tests/test_raster_properties.py`` (-s prints the counts).
 """
 
@@ -33,7 +33,7 @@ from sarcolor.preprocess import SCALES
 pytestmark = [pytest.mark.filterwarnings("error::RuntimeWarning"), pytest.mark.timeout(900)]
 
 FAST = 60
-LONG = int(os.environ.get("SARCOLOR_HYPOTHESIS_EXAMPLES", "300"))
+LONG = int(os.environ.get("SARCOLOR_HYPOTHESIS_EXAMPLES", "200"))
 # CI runs the same cases every time (derandomized); setting SARCOLOR_HYPOTHESIS_EXAMPLES explores new ones.
 # No example database (nothing written into the checkout); a generous per-example deadline that still
 # catches a hang (the tiny model colours these small images in well under a second).
