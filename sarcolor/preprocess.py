@@ -18,7 +18,7 @@ log = logging.getLogger("sarcolor")
 
 SCALES = ("auto", "db", "linear", "amplitude", "8bit")
 _EPS_LIN = 1e-6
-DB_LIMIT = 1000.0
+DB_LIMIT = 1000.0  # |dB| beyond this is no measurement (backscatter lies within about +-60 dB)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return "8bit"
-    v = sample[np.isfinite(sample)].astype(np.float64)  # float32 percentiles of huge values overflow
+    v = sample[np.isfinite(sample)].astype(np.float64, copy=False)  # float32 percentiles can overflow
     if v.size == 0:
         raise SarColorError("no valid pixels to decide the scale from")
     if np.issubdtype(dtype, np.integer):
@@ -69,7 +69,7 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN."""
     finite = np.isfinite(sample)
     valid = finite if valid is None else (valid & finite)
-    v = sample[valid].astype(np.float64)  # medians and percentiles of float32 values near its max overflow
+    v = sample[valid].astype(np.float64, copy=False)  # float32 medians/percentiles near its max overflow
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
     if scale == "db" and sample.dtype == np.uint8:
@@ -91,8 +91,7 @@ def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: i
     db = to_db(raw, stats.scale)
     if input_norm == "logpct":
         # Affine in log space: invariant to calibration gain and to power vs amplitude; robust to speckle.
-        with np.errstate(over="ignore"):  # absurd values (|dB| near float32's max) saturate in the clip
-            x = 2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0
+        x = 2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0
         x = np.clip(x, -1.5, 1.5)
     elif input_norm == "seed":
         # The prototype fed 8-bit display values scaled to [-1, 1].
