@@ -8,6 +8,8 @@ modules named after each job. User errors become one line on stderr and a non-ze
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
-    c.add_argument("--device", default="auto", choices=DEVICES)
+    c.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: the GPU when PyTorch sees one, else the CPU (default: auto)")
     c.add_argument("--format", dest="out_ext", default=".tif", choices=(".tif", ".png", ".jpg"),
                    help="output format when -o is a folder (default: .tif)")
     c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from a model: 'default' or a checkpoint / .safetensors path")
     t.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: the GPU when PyTorch sees one (under torchrun: one GPU per process)")
-    t.add_argument("-q", "--quiet", action="store_true")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar; warnings and errors only")
 
     e = sub.add_parser("evaluate", help="score models and baselines on SAR/optical pairs")
     e.add_argument("--config", help="training config whose data and split to use")
@@ -79,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", default="6",
                    help="contact-sheet rows: a number of random pairs, or comma-separated names (default: 6)")
     e.add_argument("--heatmap", action="store_true", help="also write per-pixel error heatmaps")
-    e.add_argument("--device", default="auto", choices=DEVICES)
-    e.add_argument("-q", "--quiet", action="store_true")
+    e.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: the GPU when PyTorch sees one, else the CPU (default: auto)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bars; warnings and errors only")
 
     x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
     x.add_argument("checkpoint", help="training checkpoint folder or file")
@@ -88,11 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--tile", type=int, help="inference tile size (px) to store in the model (default: the run's)")
     x.add_argument("--card", help="a Markdown model card to embed (default: a generated summary of the run)")
 
-    s = sub.add_parser("serve", help="start the web page and HTTP API")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--model", default="default")
-    s.add_argument("--max-upload-mb", type=float, default=200.0)
+    s = sub.add_parser("serve", help="start the web page and HTTP API (needs the [serve] extra)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port")
+    s.add_argument("--model", default="default", help="shipped model name or .safetensors file")
+    s.add_argument("--max-upload-mb", type=float, default=200.0, help="largest accepted upload, in MB")
     s.add_argument("--max-pixels", type=float, default=400e6, help="largest accepted image, in pixels")
     s.add_argument("--workers", type=int, default=1, help="concurrent colorize jobs")
     s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
@@ -108,6 +113,24 @@ def _version() -> str:
         return version("sarcolor")
     except PackageNotFoundError:
         return "dev"
+
+
+def _require_serve_extra() -> None:
+    """The server's packages come with the [serve] extra: say so instead of a ModuleNotFoundError."""
+    missing = [m for m in ("fastapi", "uvicorn") if not _importable(m)]
+    if importlib.util.find_spec("python_multipart") is None and importlib.util.find_spec("multipart") is None:
+        missing.append("python-multipart")
+    if missing:
+        raise SarColorError(f"sarcolor serve needs the [serve] extra ({', '.join(missing)} not installed): "
+                            "pip install -e '.[serve]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,27 +161,40 @@ def run(args: argparse.Namespace) -> int:
         export_checkpoint(args.checkpoint, args.output, tile=args.tile, card=args.card)
         return 0
     if args.command == "serve":
+        _require_serve_extra()
         from .server import serve
 
         return serve(args)
     raise SarColorError(f"unknown command {args.command}")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every ``finally`` runs and temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancel in QGIS, a `kill`, a closing job) stops like Ctrl-C: outputs in progress are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def _stop_on_signals(enabled: bool = True) -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP (kill, a closed terminal, a batch system's time limit) into ``Stopped``: their
+    default action ends the process at once, leaving half-written temporary outputs behind. The previous
+    handlers come back afterwards (main() also runs inside other programs, such as the tests)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
         return
-    old = signal.signal(signal.SIGTERM, _interrupt)
+    signums = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {n: signal.signal(n, _raise_stopped) for n in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for n, handler in old.items():
+            signal.signal(n, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,11 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     # GDAL's own error for a bad file would be a second line; sarcolor reports it in its one-line error.
     logging.getLogger("rasterio").setLevel(logging.CRITICAL)
     try:
-        with _sigterm_as_interrupt():
+        with _stop_on_signals(args.command != "serve"):  # the server (uvicorn) handles its own signals
             return run(args)
     except SarColorError as exc:
         print(f"sarcolor: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"sarcolor: stopped by {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("sarcolor: interrupted", file=sys.stderr)
         return 130

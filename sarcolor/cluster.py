@@ -57,7 +57,7 @@ from .colorize import (
 )
 from .errors import SarColorError
 from .models import resolve_model_path
-from .raster import WRITE_DRIVERS, remove_stale_temps, write_text_atomic
+from .raster import WRITE_DRIVERS, remove_temps_of, write_text_atomic
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -381,7 +381,7 @@ def _run(run: _Run, connect: Callable[[], AbstractContextManager[Client]], quiet
                  run.skipped, f"; dashboard: {link}" if link else "")
         with logging_redirect_tqdm():
             failed = _execute(client, run.manifest, run.todo, run.task_args, quiet)
-    remove_stale_temps(s.dst for s in run.todo)  # from workers killed mid-scene; all our tasks have ended
+    remove_temps_of(s.dst for s in run.todo)  # from workers killed mid-scene; all our tasks have ended
     log.info("%d colorized, %s, %d failed -> %s (manifest %s)", len(run.todo) - failed, run.skipped,
              failed + len(run.errors), run.out, MANIFEST)
     return 1 if failed or run.errors else 0

@@ -41,6 +41,7 @@ from .preprocess import SCALES, SceneStats, model_input, scene_stats
 from .raster import (
     READ_EXTS,
     ArraySource,
+    ReflectPadded,
     RGBWriter,
     SarSource,
     check_output,
@@ -53,6 +54,7 @@ from .tiling import StripAccumulator, Tile, best_tile, blend_window, pad_to_mult
 log = logging.getLogger("sarcolor")
 
 MAX_STATS_PIXELS = 4_000_000  # scene statistics from a decimated read of at most this many pixels
+EDGE_MARGIN = 32  # mirrored pixels added around a scene: 32 takes the frame from -18/255 to under 1/255
 BATCH_PIXELS = {"cpu": 1 << 20, "cuda": 16 << 20}  # tile pixels per forward pass
 
 ModelLike = str | Path | tuple[nn.Module, ModelConfig]
@@ -191,13 +193,23 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
         raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     sample, valid = source.sample(MAX_STATS_PIXELS)
     stats = scene_stats(sample, valid, scale)  # raises on an all-invalid image; logs an 'auto' decision
-    good = sample[valid & np.isfinite(sample)]
+    good = sample[valid & np.isfinite(sample)].astype(np.float64)  # a float32 median can overflow
     fill = float(np.median(good))
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)
-    tile = best_tile(source.height, source.width, tile, overlap, multiple)
+    tile = _best_tile(source, tile, overlap, multiple)
     return _Plan(stats, fill, float(valid.mean()), tile, overlap,
                  tile_grid(source.height, source.width, tile, overlap))
+
+
+def _best_tile(source: SarSource, tile: int, overlap: int, multiple: int) -> int:
+    """best_tile for the scene itself: a scene that would be one tile stays one tile with its mirrored edges."""
+    m = int(getattr(source, "margin", 0))
+    h, w = source.height - 2 * m, source.width - 2 * m
+    size = best_tile(h, w, tile, overlap, multiple)
+    if size >= max(h, w):
+        return max(size, -(-max(source.height, source.width) // multiple) * multiple)
+    return best_tile(source.height, source.width, tile, overlap, multiple)
 
 
 def _strips(source: SarSource, grid: list[list[Tile]]) -> Iterator[tuple[list[Tile], np.ndarray, np.ndarray]]:
@@ -280,12 +292,15 @@ def _colorize_source(source: SarSource, model: nn.Module, cfg: ModelConfig, sink
                      tta: bool, progress: Progress, before: Callable[[], None] | None = None,
                      look: str = "sar", render: str | None = None) -> SceneInfo:
     t0 = time.perf_counter()
+    multiple = int(getattr(model, "multiple", 1))
+    # Mirrored context around the scene: zero padding at its edges darkened a frame along every output's edge.
+    padded = ReflectPadded(source, EDGE_MARGIN)
     try:
         check_look(look)
-        plan = _plan(source, cfg, int(getattr(model, "multiple", 1)), scale)
+        plan = _plan(padded, cfg, multiple, scale)
         if before is not None:
             before()
-        _run(source, model, cfg, plan, sink, tta=tta, progress=progress, look=look, render=render)
+        _run(padded, model, cfg, plan, padded.crop(sink), tta=tta, progress=progress, look=look, render=render)
     except SarColorError as exc:
         raise _named(source.name, exc) from None
     return SceneInfo(source.name, source.width, source.height, source.band, plan.stats.scale,
@@ -486,10 +501,10 @@ def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path
             if out.is_dir():
                 out = out / (src.stem + out_ext)
             check_output(src, out)
+            net, cfg = get_model(model, device)  # a bad --model or --device fails even when skipping
             if out.exists() and not overwrite:
                 log.warning("%s: exists, skipped (use --overwrite to replace it)", out)
                 return 0
-            net, cfg = get_model(model, device)
             info = colorize_file(src, out, net, cfg, progress=not quiet, **kw)
             log.info("%s -> %s (%dx%d, %d tiles, %.1f s)", src, out, info.width, info.height, info.tiles,
                      info.seconds)

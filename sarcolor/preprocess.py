@@ -18,6 +18,7 @@ log = logging.getLogger("sarcolor")
 
 SCALES = ("auto", "db", "linear", "amplitude", "8bit")
 _EPS_LIN = 1e-6
+DB_LIMIT = 1000.0  # |dB| beyond this is no measurement (backscatter lies within about +-60 dB)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return "8bit"
-    v = sample[np.isfinite(sample)]
+    v = sample[np.isfinite(sample)].astype(np.float64, copy=False)  # float32 percentiles can overflow
     if v.size == 0:
         raise SarColorError("no valid pixels to decide the scale from")
     if np.issubdtype(dtype, np.integer):
@@ -52,7 +53,9 @@ def to_db(raw: np.ndarray, scale: str) -> np.ndarray:
     """Map raw values to dB (float32). An 8-bit display product is read as linear intensity x 255."""
     x = raw.astype(np.float32, copy=False)
     if scale == "db":
-        return x.copy()
+        # Backscatter lies within about +-60 dB; clipping absurd values (a float32's max) keeps statistics
+        # and normalisation finite: their differences would overflow to inf and NaN colours.
+        return np.clip(x, -DB_LIMIT, DB_LIMIT)
     if scale == "linear":
         return 10.0 * np.log10(np.maximum(x, _EPS_LIN))
     if scale == "amplitude":
@@ -66,9 +69,12 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN."""
     finite = np.isfinite(sample)
     valid = finite if valid is None else (valid & finite)
-    v = sample[valid]
+    v = sample[valid].astype(np.float64, copy=False)  # float32 medians/percentiles near its max overflow
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
+    if scale == "db" and sample.dtype == np.uint8:
+        raise SarColorError("--scale db: 8-bit pixels are a display product, not dB values; "
+                            "use --scale auto (or 8bit)")
     if scale == "auto":
         scale = detect_scale(v, sample.dtype)
         log.info("scale auto -> %s (dtype %s, median %.4g)", scale, sample.dtype, float(np.median(v)))

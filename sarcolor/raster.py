@@ -112,9 +112,10 @@ def _bands_equal(sample: np.ndarray, valid: np.ndarray | None = None) -> bool:
     if not ok.any():
         return True
     v = s[:, ok]
-    lo, hi = np.percentile(v[0], [1, 99])
-    tol = _EQUAL_TOL * max(hi - lo, 1e-12)
-    return all(np.percentile(np.abs(v[i] - v[0]), 99) <= tol for i in range(1, len(v)))
+    with np.errstate(over="ignore", invalid="ignore"):  # values near float64's max: an inf range is fine
+        lo, hi = np.percentile(v[0], [1, 99])
+        tol = _EQUAL_TOL * max(hi - lo, 1e-12)
+        return all(np.percentile(np.abs(v[i] - v[0]), 99) <= tol for i in range(1, len(v)))
 
 
 def _check_size(name: str, height: int, width: int) -> None:
@@ -123,19 +124,29 @@ def _check_size(name: str, height: int, width: int) -> None:
                             f"at least {MIN_SIZE}x{MIN_SIZE} is needed")
 
 
-def check_pixel_type(name: str, dtype: object) -> None:
-    """SarColorError unless the pixels are plain real numbers (complex SLC, booleans... cannot be coloured)."""
-    text = str(dtype)  # numpy dtypes, or rasterio's names ('complex_int16' is not a numpy dtype)
-    if "complex" in text:
-        raise SarColorError(f"{name}: complex pixels ({text}), as in a single-look complex (SLC) product; "
-                            "sarcolor colours amplitude or intensity: use a GRD product, or convert the SLC "
-                            "to amplitude first (e.g. gdal_calc.py --calc='abs(A)' --type=Float32)")
-    try:
-        real = np.dtype(text).kind in "iuf"
-    except TypeError:
-        real = False
-    if not real:
-        raise SarColorError(f"{name}: unsupported pixel type {text}; expected integers or floating point")
+def check_pixel_type(name: str, dtype: str, nbits: int | None = None) -> np.dtype:
+    """The band's pixel type as numpy's, or a SarColorError for types no SAR colorization can use."""
+    if "complex" in str(dtype):  # GDAL's CInt16/CInt32 have no numpy equivalent, so test the name first
+        raise SarColorError(f"{name}: complex pixels ({dtype}): a single-look complex (SLC) product? sarcolor "
+                            "colours detected amplitude/intensity images: use the GRD product, or write the "
+                            f"amplitude with: gdal_translate DERIVED_SUBDATASET:AMPLITUDE:{name} amplitude.tif")
+    dt = np.dtype(dtype)
+    if dt.kind == "b" or nbits == 1:
+        raise SarColorError(f"{name}: 1-bit (boolean) pixels: a mask, not a SAR image")
+    if dt.kind not in "uif":
+        raise SarColorError(f"{name}: unsupported pixel type {dt}; expected integer or floating-point pixels")
+    return dt
+
+
+def _narrow(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Floats wider than float32 as float32 (the engine works in float32; SAR needs no more precision), with
+    values beyond float32's range marked invalid instead of becoming inf (or NaN statistics) later on.
+    ``valid`` was computed on the original values, so a nodata value compares exactly."""
+    if data.dtype.kind != "f" or data.dtype.itemsize <= 4:
+        return data, valid
+    with np.errstate(over="ignore"):
+        narrow = data.astype(np.float32)
+    return narrow, valid & np.isfinite(narrow)
 
 
 def _nodata_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -202,6 +213,9 @@ class RasterSource:
         _check_size(self.name, self.height, self.width)
         alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
         data_bands = [b for b in range(1, ds.count + 1) if b not in alpha]
+        for b in data_bands:  # before choosing a band: that reads pixels, which must be of a usable type
+            nbits = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
+            check_pixel_type(self.name, ds.dtypes[b - 1], int(nbits) if (nbits or "").isdigit() else None)
         self.band, msg = choose_band(data_bands, bands=bands, polarisation=polarisation,
                                      descriptions=ds.descriptions, bands_equal=self._bands_equal,
                                      name=self.name)
@@ -259,7 +273,7 @@ class RasterSource:
         """Rows [y0, y1) at full width: (data in the file's dtype, valid mask)."""
         window = Window(0, y0, self.width, y1 - y0)
         data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
-        return data, self._valid(data, window)
+        return _narrow(data, self._valid(data, window))
 
     def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         """Every f-th pixel of every f-th row, so that at most ``max_pixels`` pixels are returned.
@@ -328,8 +342,7 @@ class ArraySource:
             mask = None if mask is None else mask[None]
         if a.ndim != 3:
             raise SarColorError(f"{name}: expected an array of shape (H, W) or (bands, H, W), got {a.shape}")
-        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-            raise SarColorError(f"{name}: unsupported array dtype {a.dtype}")
+        check_pixel_type(name, str(a.dtype))
         _, self.height, self.width = a.shape
         _check_size(name, self.height, self.width)
         self.band, msg = choose_band(list(range(1, a.shape[0] + 1)), bands=bands, polarisation=polarisation,
@@ -357,12 +370,12 @@ class ArraySource:
 
     def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         data = self.data[y0:y1]
-        return data, self._valid(data, None if self.mask is None else self.mask[y0:y1])
+        return _narrow(data, self._valid(data, None if self.mask is None else self.mask[y0:y1]))
 
     def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         f = max(1, math.ceil(math.sqrt(self.height * self.width / max_pixels)))
         data = self.data[::f, ::f]
-        return data, self._valid(data, None if self.mask is None else self.mask[::f, ::f])
+        return _narrow(data, self._valid(data, None if self.mask is None else self.mask[::f, ::f]))
 
     def close(self) -> None:
         pass
@@ -372,6 +385,61 @@ class ArraySource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReflectPadded:
+    """A ``SarSource`` seen with ``margin`` mirrored pixels added on every side.
+
+    The model then sees image-like context at the scene's edges instead of its convolutions' zero padding,
+    which darkened a frame along every output's edges. Rows are read forward only (PNG/JPEG decode
+    sequentially): the last ``margin + 1`` rows read are kept for the mirror at the bottom edge.
+    ``sample`` is the unpadded source's, so the scene statistics count every real pixel once.
+    """
+
+    def __init__(self, inner: SarSource, margin: int) -> None:
+        self.inner, self.margin = inner, margin
+        self.name, self.dtype, self.band, self.georef = inner.name, inner.dtype, inner.band, inner.georef
+        self.height, self.width = inner.height + 2 * margin, inner.width + 2 * margin
+        self._rows = np.pad(np.arange(inner.height), margin, mode="reflect")  # padded row -> source row
+        self._cols = np.pad(np.arange(inner.width), margin, mode="reflect")
+        self._start = 0  # source row of self._buf's first row
+        self._buf: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _source_rows(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source rows [lo, hi) into the buffer (reading only rows not read yet); returns the buffer."""
+        end = self._start + (0 if self._buf is None else len(self._buf[0]))
+        if self._buf is None or lo < self._start or lo > end:  # first read, or not contiguous with the last
+            self._buf, self._start = self.inner.read_rows(lo, hi), lo
+        elif hi > end:
+            data, valid = self.inner.read_rows(end, hi)
+            keep = max(0, min(lo, hi - self.margin - 1) - self._start)  # rows before that are never asked again
+            self._buf = (np.concatenate([self._buf[0][keep:], data]), np.concatenate([self._buf[1][keep:], valid]))
+            self._start += keep
+        return self._buf
+
+    def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._rows[y0:y1]
+        data, valid = self._source_rows(int(rows.min()), int(rows.max()) + 1)
+        pick = np.ix_(rows - self._start, self._cols)
+        return data[pick], valid[pick]
+
+    def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner.sample(max_pixels)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def crop(self, sink: Callable[[int, np.ndarray, np.ndarray], None]
+             ) -> Callable[[int, np.ndarray, np.ndarray], None]:
+        """A row sink for this padded source's output that passes the source's own rows on to ``sink``."""
+        m, h, w = self.margin, self.inner.height, self.inner.width
+
+        def cropped(y0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
+            a, b = max(y0, m), min(y0 + rgb.shape[1], m + h)
+            if b > a:
+                sink(a - m, rgb[:, a - y0:b - y0, m:m + w], valid[a - y0:b - y0, m:m + w])
+
+        return cropped
 
 
 def open_sar(image: str | Path | np.ndarray, *, bands: Sequence[int] | None = None, polarisation: str = "VH",
@@ -414,17 +482,59 @@ def check_output(src: str | Path | None, dst: str | Path) -> Path:
     return dst
 
 
+# What _temp_name makes (and GDAL's side files of it): ".NAME.<pid>-<8 hex>.<part|cog|out>.tmp[.ovr.tmp|.aux.xml]"
+_swept: set[Path] = set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary outputs that a killed run (SIGKILL, power loss) left in ``folder``: those whose
+    process is no longer running on this machine. Once per folder per process; returns what was removed."""
+    folder = folder.resolve()
+    if folder in _swept:
+        return []
+    if len(_swept) > 10_000:  # a long-running server writes into many job folders
+        _swept.clear()
+    _swept.add(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for e in entries:
+        m = _TEMP_RE.fullmatch(e.name)
+        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])) and e.is_file():
+            try:
+                os.unlink(e.path)
+            except OSError:
+                continue
+            removed.append(Path(e.path))
+    if removed:
+        log.warning("%s: removed %d temporary file(s) left by an interrupted run (%s)", folder, len(removed),
+                    ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
+    return removed
+
+
 def _temp_name(dst: Path, tag: str) -> Path:
     # Hidden, unique, in the output's own folder (so os.replace is an atomic rename on the same filesystem),
     # and created by GDAL itself so that it gets the usual umask permissions.
     return dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.{tag}.tmp")
 
 
-# _temp_name's names, and the side files GDAL may add to them
-_TEMP_RE = re.compile(r"\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.[a-z]+\.tmp(\.ovr\.tmp|\.aux\.xml)?")
+# _temp_name's names (output name, writer's pid), and the side files GDAL may add to them
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.[a-z]+\.tmp(\.ovr\.tmp|\.aux\.xml)?")
 
 
-def remove_stale_temps(outputs: Iterable[Path]) -> int:
+def remove_temps_of(outputs: Iterable[Path]) -> int:
     """Delete temporary files that killed writers of ``outputs`` left behind (a process killed with SIGKILL
     cannot clean up); returns how many. Only for when no writer of these outputs can still be running."""
     names: dict[Path, set[str]] = {}
@@ -483,6 +593,7 @@ class RGBWriter:
         # The intermediate is only ever read once more, by the conversion: favour speed over size.
         if self.driver != "GTiff" or _has_cog():
             profile["zlevel"] = 1
+        remove_stale_temps(self.dst.parent)
         self.tmp = _temp_name(self.dst, "part")
         self.temps.append(self.tmp)
         with warnings.catch_warnings():

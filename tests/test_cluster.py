@@ -25,7 +25,7 @@ from sarcolor.cli import main
 from sarcolor.cluster import MANIFEST, Manifest, colorize_on_cluster, run_settings
 from sarcolor.colorize import colorize_paths
 from sarcolor.errors import SarColorError
-from sarcolor.raster import _temp_name, remove_stale_temps
+from sarcolor.raster import _temp_name, remove_temps_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -141,7 +141,7 @@ def test_stale_temps_of_killed_writers_are_removed(tmp_path: Path) -> None:
     keep = [_temp_name(tmp_path / "b.tif", "part"), tmp_path / ".a.tif.notes", tmp_path / "a.tif"]
     for p in stale + keep:
         p.write_bytes(b"")
-    assert remove_stale_temps([dst]) == 3
+    assert remove_temps_of([dst]) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
 
 
