@@ -20,7 +20,7 @@ from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors"}
+SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "colournet": WEIGHTS_DIR / "colournet.safetensors"}
 
 
 @dataclass
