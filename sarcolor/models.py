@@ -114,6 +114,33 @@ class Block(nn.Module):
         return torch.addcmul(x, self.scale, self.pw2(F.gelu(self.pw1(self.bn(self.dw(x))))))
 
 
+def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Pad (N, C, H, W) at the bottom and right to multiples of ``m`` (mirrored where the image is big enough)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x
+
+
+def _unet(net: nn.Module, y: torch.Tensor, bottom: torch.Tensor | None = None) -> torch.Tensor:
+    """The encoder/decoder pass shared by sarcolornet and colournet (their ``enc``, ``downs``, ``ups`` and ``dec``
+    lists); ``bottom`` is added to the features entering the coarsest level (colournet's rendering)."""
+    skips = []
+    for i, blocks in enumerate(net.enc):
+        if bottom is not None and i == len(net.enc) - 1:
+            y = y + bottom.to(y.dtype)
+        y = blocks(y)
+        if i < len(net.downs):
+            skips.append(y)
+            y = net.downs[i](y)
+    for up, dec in zip(net.ups, net.dec, strict=True):
+        skip = skips.pop()
+        y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        y = dec(up(y) + skip)
+    return y
+
+
 class SarColorNet(nn.Module):
     """SAR (1 channel, normalised to about [-1, 1]) -> RGB in [-1, 1]. Fully convolutional at any size.
 
@@ -153,21 +180,7 @@ class SarColorNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-        y = self.stem(x)
-        skips = []
-        for i, blocks in enumerate(self.enc):
-            y = blocks(y)
-            if i < len(self.downs):
-                skips.append(y)
-                y = self.downs[i](y)
-        for up, dec in zip(self.ups, self.dec, strict=True):
-            skip = skips.pop()
-            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            y = dec(up(y) + skip)
+        y = _unet(self, self.stem(_pad_to_multiple(x, self.multiple)))
         return torch.tanh(self.head(y)[..., :h, :w])
 
 
@@ -234,29 +247,14 @@ class ColourNet(nn.Module):
         """(N, 1, H, W), H and W multiples of ``multiple`` -> (a*b* logits (N, Q, H/4, W/4), L* (N, 1, ..))."""
         if render is None or isinstance(render, int):
             render = torch.full((x.shape[0],), render or 0, dtype=torch.long, device=x.device)
-        y = self.stem(x)
-        skips = []
-        for i, blocks in enumerate(self.enc):
-            if i == len(self.enc) - 1:
-                y = y + self.render_embed(render)[:, :, None, None].to(y.dtype)
-            y = blocks(y)
-            if i < len(self.downs):
-                skips.append(y)
-                y = self.downs[i](y)
-        for up, dec in zip(self.ups, self.dec, strict=True):
-            skip = skips.pop()
-            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            y = dec(up(y) + skip)
+        y = _unet(self, self.stem(x), bottom=self.render_embed(render)[:, :, None, None])
         out = self.head(y)
         return out[:, :-1], 50.0 + 50.0 * torch.tanh(out[:, -1:])
 
     def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = _pad_to_multiple(x, self.multiple)
         logits, light = self.colour(x, render)
         if look == "colour":  # training: the raw outputs at 1/4 resolution (the loss's input)
             return logits, light
