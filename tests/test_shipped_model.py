@@ -48,7 +48,8 @@ def mean_scores(refs: list, lookup: IntensityLookup) -> tuple[dict[str, float], 
         sar, sv, opt, ov, scale = read_pair(ref)
         valid = pair_valid(sv, opt, ov)
         prepared = metrics.prepare(opt, sar_display(sar, sv, scale), valid)
-        ours.append(metrics.score(colorize_array(model, cfg, sar, valid=sv, scale=scale), prepared)[0])
+        pred = colorize_array(model, cfg, sar, valid=sv, scale=scale, look="optical")  # the model's own output
+        ours.append(metrics.score(pred, prepared)[0])
         base.append(metrics.score(lookup.predict(sar, sv, scale), prepared)[0])
     keys = ("psnr", "ssim", "ciede2000", "chroma_ratio")
     return ({k: float(np.mean([r[k] for r in ours])) for k in keys},
@@ -80,3 +81,29 @@ def test_shipped_model_beats_intensity_lookup_on_held_out_tile(held_out) -> None
     tile = [p for p in splits["val"] if p.group == "T11SMT"]
     assert len(tile) == 31
     assert_beats(*mean_scores(tile, lookup))
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_colournet_colours_unseen_bigearthnet_better_than_the_default() -> None:
+    """The colour model trained on every source, on the held-out BigEarthNet tiles (VH): its sar look's colour
+    error alone is well below the default model's, which never saw that source (8.9 vs 18.7 in its model card).
+    Against the per-source baselines it is not better by the colour-SAR issue's margin (the card says so)."""
+    config = CONFIG.parent / "colournet.yaml"
+    if not (SHARED_DATA / "bigearthnet").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA / 'bigearthnet'}")
+    splits = build_splits(load_config(config)["data"], config.parent)
+    refs = [p for p in splits["val"] if p.source == "bigearthnet-vh"]
+    assert len(refs) == 13
+    colour, ccfg = load_model("colournet")
+    default, dcfg = load_model("default")
+    errors: dict[str, list[float]] = {"colournet": [], "default": []}
+    for ref in refs:
+        sar, sv, opt, ov, scale = read_pair(ref)
+        valid = pair_valid(sv, opt, ov)
+        ours = colorize_array(colour, ccfg, sar, valid=sv, scale=scale, look="sar", render=ref.render)
+        theirs = colorize_array(default, dcfg, sar, valid=sv, scale=scale, look="sar")
+        errors["colournet"].append(metrics.colour_error(ours, opt, valid))
+        errors["default"].append(metrics.colour_error(theirs, opt, valid))
+    mean = {k: float(np.mean(v)) for k, v in errors.items()}
+    assert mean["colournet"] < 0.7 * mean["default"], mean
