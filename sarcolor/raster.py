@@ -16,14 +16,17 @@ for tools that do not understand alpha.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import re
 import secrets
+import signal
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -564,6 +567,20 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT/SIGHUP back (they are delivered on leaving) in the main thread of a POSIX process."""
+    held = {getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n)}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class RGBWriter:
     """Streams RGB rows into ``dst`` safely; use as a context manager (commit on success, clean up on error).
 
@@ -657,8 +674,13 @@ class RGBWriter:
         return self.dst
 
     def abort(self) -> None:
-        self.ds.close()
-        self._cleanup()
+        """Remove every temporary file. A second stop (SIGTERM from a dying parent, say, while a broken pipe is
+        already unwinding) must not cut the cleanup short: those signals wait until it is done."""
+        with _signals_held():
+            try:
+                self.ds.close()
+            finally:
+                self._cleanup()
 
     def _cleanup(self) -> None:
         for p in self.temps:

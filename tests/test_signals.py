@@ -98,3 +98,31 @@ def test_temporary_files_of_running_processes_are_kept(tmp_path: Path) -> None:
     assert remove_stale_temps(tmp_path) == [dead.resolve()]
     assert remove_stale_temps(tmp_path) == []  # once per folder per process
     assert mine.exists() and other.exists() and not dead.exists()
+
+
+def test_a_second_stop_does_not_cut_the_cleanup_short(tmp_path: Path) -> None:
+    """A writer being aborted (a broken pipe unwinding, say) that gets SIGTERM meanwhile still removes its temp
+    files: the signal is held until the cleanup is done, then delivered."""
+    import numpy as np
+
+    from sarcolor.raster import RGBWriter
+
+    dst = tmp_path / "o.tif"
+    writer = RGBWriter(dst, 64, 64)
+    writer.write_rows(0, np.full((3, 8, 64), 7, np.uint8), np.ones((8, 64), bool))
+    real_cleanup = writer._cleanup
+    got = []
+
+    def cleanup_with_a_signal() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the cleanup
+        real_cleanup()
+
+    writer._cleanup = cleanup_with_a_signal
+    old = signal.signal(signal.SIGTERM, lambda *_: got.append("late") or (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.abort()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert got == ["late"]  # delivered after the cleanup, not lost
+    assert [p.name for p in tmp_path.iterdir()] == []
