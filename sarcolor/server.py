@@ -514,8 +514,8 @@ def _scrub(text: str, folder: Path) -> str:
 
 
 def _api_wording(text: str) -> str:
-    """The engine speaks CLI (``--bands 2``); the API's parameter is ``bands=2``."""
-    return text.replace("--bands ", "bands=").replace("--bands", "bands=")
+    """The engine speaks CLI (``--bands 2``, ``--scale db``); the API's parameters are ``bands=2``, ``scale=db``."""
+    return re.sub(r"--(bands|scale|look)\b ?", r"\1=", text)
 
 
 def _engine_error(exc: SarColorError, folder: Path) -> ApiError:

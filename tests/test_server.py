@@ -146,6 +146,12 @@ def test_look_field(client: TestClient, tiny_model: Path) -> None:
     assert_json_error(post(client, png_bytes(sar), query="?look=fog"), 422, "look")
 
 
+def test_engine_errors_speak_the_apis_parameters(client: TestClient) -> None:
+    """An engine error worded for the CLI (``--scale db``) names the API's parameter (``scale=db``)."""
+    detail = assert_json_error(post(client, png_bytes(grey(32, 32)), query="?scale=db"), 422, "scale=db", "8-bit")
+    assert "--scale" not in detail
+
+
 def test_jpeg_and_downloads(client: TestClient) -> None:
     r = post(client, jpeg_bytes(grey(40, 56, seed=2)), name="sar.jpg", ctype="image/jpeg")
     assert r.status_code == 200, r.text
