@@ -569,16 +569,23 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGTERM/SIGINT/SIGHUP back (they are delivered on leaving) in the main thread of a POSIX process."""
-    held = {getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n)}
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold SIGTERM/SIGINT/SIGHUP back until the block is done, then deliver them. (Handlers, not a signal mask:
+    a mask holds only this thread, and the kernel hands a process's signal to any thread that does not block
+    it; Python then runs the handler in the main thread anyway.) Main thread only, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pending: list[int] = []
+    names = [n for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n)]
+    old = {getattr(signal, n): signal.signal(getattr(signal, n), lambda signum, _: pending.append(signum))
+           for n in names}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in pending:
+            signal.raise_signal(signum)
 
 
 class RGBWriter:
