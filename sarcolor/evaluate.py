@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import metrics
 from .data import PairRef, build_splits, load_config, pair_sizes, read_pair
 from .errors import SarColorError
+from .looks import LOOKS
 from .preprocess import SceneStats, scene_stats, to_db
 
 log = logging.getLogger("sarcolor")
@@ -47,7 +48,6 @@ CAPTION_H = 14  # contact-sheet strip above each row with the pair's name
 BACKGROUND = (40, 40, 40)  # around thumbnails that are not square
 HEATMAP_MAX = 40.0  # CIEDE2000 at the top of the heatmap colour scale (larger values are clipped)
 NODATA_RGB = (128, 128, 128)  # heatmap pixels that were not scored
-LOOKS = ("sar", "optical")  # --looks: lightness from the SAR + predicted colour; the full optical-like prediction
 ALL = "all"  # the summary's key for all sources together
 
 
