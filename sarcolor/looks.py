@@ -100,8 +100,3 @@ def sar_look_from_rgb(x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
     """The ``sar`` look for a model that predicts full RGB only (the earlier models): its chroma, the SAR's grey."""
     return with_grey(sar_lightness(x[:, :1]), chroma_of((rgb + 1) * 0.5))
 
-
-def grey_to_lightness(grey: torch.Tensor) -> torch.Tensor:
-    """Display grey (sRGB-encoded, [0, 1]) -> CIE L* of that grey."""
-    lin = torch.where(grey > 0.04045, ((grey + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, grey / 12.92)
-    return torch.where(lin > 0.008856, 116 * lin.clamp_min(1e-8) ** (1 / 3) - 16, 903.3 * lin)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import looks
-from .colour import ab_grid, annealed_mean
+from .colour import ab_grid, annealed_mean, rgb_to_lab
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -228,7 +228,6 @@ class ColourNet(nn.Module):
             self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
             self.dec.append(Block(chans[i - 1], e, norm=cfg.norm, pad="replicate"))
         self.head = nn.Conv2d(chans[0], len(ab_grid()) + 1, 1)
-        self.register_buffer("grid", ab_grid(), persistent=False)
 
     @property
     def multiple(self) -> int:
@@ -261,7 +260,8 @@ class ColourNet(nn.Module):
         ab = annealed_mean(logits, self.cfg.temperature)
         grey = looks.sar_lightness(x[:, :1])
         if look == "sar":  # the colour under the SAR's own (low-resolution) lightness, then the SAR's grey
-            lo_l = looks.grey_to_lightness(F.avg_pool2d(grey, self.factor))
+            lo_grey = F.avg_pool2d(grey, self.factor)
+            lo_l = rgb_to_lab(lo_grey.expand(-1, 3, -1, -1) * 2 - 1)[:, :1]  # L* of that grey
             _, chroma = looks.lab_chroma(lo_l, ab)
             rgb = looks.with_grey(grey, looks.guided_upsample(grey, chroma, self.factor))
         else:
