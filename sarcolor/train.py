@@ -346,7 +346,8 @@ class Trainer:
                 self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.ddp_gen, self.ddp_disc = self.gen, self.disc
         self.distributed = False
-        self.bin_weights: torch.Tensor | None = None  # the colour loss's rebalancing, from the training data
+        # The colour loss's per-bin weights: uniform until set from the training data (set_colour_prior).
+        self.bin_weights = torch.ones(len(ab_grid()), device=device) if tc["loss"] == "colour" else None
 
     def set_colour_prior(self, histogram: torch.Tensor) -> None:
         """The colour loss's per-bin weights, from the training set's a*b* bin histogram."""
@@ -386,34 +387,29 @@ class Trainer:
         for g in self.g_opt.param_groups:
             g["lr"] = lr
         self.gen.train()
+        pred = None  # the colour loss scores class logits at 1/4 resolution, not an image
         if tc["loss"] == "colour":
-            if self.bin_weights is None:
-                self.set_colour_prior(torch.ones(len(ab_grid())))
             r = torch.zeros(len(x), dtype=torch.long) if r is None else r
             logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
-            self.g_opt.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            self.g_opt.step()
-            self._ema_update(step)
-            return parts["total"].item()
-        pred = self.ddp_gen(x)
-        if self.disc is not None:
-            # The generator's adversarial term goes through the plain module with D frozen: no gradient is
-            # computed for D here, and DDP sees exactly one D forward/backward per step (below).
-            self.disc.requires_grad_(False)
-            d_fake = self.disc(x, pred)
-        if self.pix2pix:
-            parts = losses.pix2pix_generator_loss(d_fake, pred, y)
         else:
-            parts = losses.sarcolor_loss(pred, y, v, tc["loss_weights"])
+            pred = self.ddp_gen(x)
             if self.disc is not None:
-                parts["gan"] = losses.bce_gan(d_fake, True)
-                parts["total"] = parts["total"] + tc["gan_weight"] * parts["gan"]
+                # The generator's adversarial term goes through the plain module with D frozen: no gradient is
+                # computed for D here, and DDP sees exactly one D forward/backward per step (below).
+                self.disc.requires_grad_(False)
+                d_fake = self.disc(x, pred)
+            if self.pix2pix:
+                parts = losses.pix2pix_generator_loss(d_fake, pred, y)
+            else:
+                parts = losses.sarcolor_loss(pred, y, v, tc["loss_weights"])
+                if self.disc is not None:
+                    parts["gan"] = losses.bce_gan(d_fake, True)
+                    parts["total"] = parts["total"] + tc["gan_weight"] * parts["gan"]
         self.g_opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         self.g_opt.step()
-        if self.disc is not None:
+        if self.disc is not None and pred is not None:
             self.disc.requires_grad_(True)
             # Real and fake in one batch: D has no normalisation layer, so this equals two passes.
             logits = self.ddp_disc(torch.cat([x, x]), torch.cat([y, pred.detach()]))
@@ -429,17 +425,13 @@ class Trainer:
             for mod in (self.gen, self.disc):
                 for b in mod.buffers() if mod is not None else ():
                     dist.broadcast(b, 0)
-        self._ema_update(step)
-        return parts["total"].item()
-
-    def _ema_update(self, step: int) -> None:
-        tc = self.tc
         with torch.no_grad():  # EMA of weights; buffers (BatchNorm statistics) are copied
             decay = min(tc["ema"], (1 + step) / (10 + step))
             for pe, pg in zip(self.ema.parameters(), self.gen.parameters(), strict=True):
                 pe.lerp_(pg, 1 - decay)
             for be, bg in zip(self.ema.buffers(), self.gen.buffers(), strict=True):
                 be.copy_(bg)
+        return parts["total"].item()
 
 
 def weights_digest(module: nn.Module) -> str:
