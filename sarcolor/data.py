@@ -45,7 +45,7 @@ from rasterio.windows import Window
 
 from .errors import SarColorError
 from .preprocess import SCALES, scene_input
-from .raster import gdal_env  # the same GDAL settings as inference: truncated PNG/JPEG fail loudly
+from .raster import gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
 
 log = logging.getLogger("sarcolor")
 
@@ -417,9 +417,7 @@ def write_split(splits: dict[str, list[PairRef]], path: Path) -> None:
     """Record which pairs (and windows) went where, next to the checkpoints."""
     out = {k: [{"name": p.name, "sar": str(p.sar), "opt": str(p.opt), "group": p.group,
                 "window": list(p.window) if p.window else None} for p in v] for k, v in splits.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(out, indent=1))
 
 
 # ------------------------------------------------------------------------------------------ reading
