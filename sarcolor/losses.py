@@ -106,3 +106,34 @@ def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Ten
              "light": _masked_mean((lightness - light_t).abs() / 100, keep)}
     parts["total"] = parts["ce"] + l_weight * parts["light"]
     return parts
+
+
+# The detail stage's weights beside its L1 term: structure (1 - SSIM), adversarial, feature matching.
+DETAIL_WEIGHTS: Mapping[str, float] = MappingProxyType({"ssim": 0.5, "gan": 0.05, "fm": 1.0})
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of RGB in [-1, 1] (N, 3, H, W) -> (N, 1, H, W) in [-1, 1]: what the detail stage changes."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype, device=rgb.device)
+    return torch.einsum("nchw,c->nhw", rgb, w).unsqueeze(1)
+
+
+def feature_matching(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    """Mean L1 between a discriminator's activations on fake and (fixed) real images, per level (pix2pixHD):
+    the generator matches the statistics of real texture instead of only fooling the last layer."""
+    return sum((f - r.detach()).abs().mean() for f, r in zip(fake, real, strict=True)) / len(fake)
+
+
+def detail_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, d_fake: torch.Tensor,
+                feats_fake: list[torch.Tensor], feats_real: list[torch.Tensor],
+                weights: Mapping[str, float] = DETAIL_WEIGHTS) -> dict[str, torch.Tensor]:
+    """The optical look's detail stage: fidelity (L1 + 1-SSIM) keeps the picture faithful, the adversarial and
+    feature-matching terms make its fine structure as strong and as structured as a real optical image's
+    (pixel losses alone pick fog: the perception-distortion trade-off, Blau and Michaeli 2018)."""
+    parts = {"l1": l1(pred, target, valid), "ssim": ssim_loss(pred, target, valid), "gan": bce_gan(d_fake, True),
+             "fm": feature_matching(feats_fake, feats_real)}
+    total = parts["l1"]
+    for k in DETAIL_WEIGHTS:
+        total = total + weights[k] * parts[k]
+    parts["total"] = total
+    return parts

@@ -44,6 +44,9 @@ class ModelConfig:
     renders: tuple[str, ...] = ()
     render: str = ""
     temperature: float = 0.38
+    # colournet only: channels of the full-resolution detail branch of the optical look (0: none). It adds
+    # the optical lightness's fine structure, read from the SAR (trained adversarially; ``loss: detail``).
+    detail: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -228,6 +231,7 @@ class ColourNet(nn.Module):
             self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
             self.dec.append(Block(chans[i - 1], e, norm=cfg.norm, pad="replicate"))
         self.head = nn.Conv2d(chans[0], len(ab_grid()) + 1, 1)
+        self.detail = DetailBranch(cfg.detail) if cfg.detail else None
 
     @property
     def multiple(self) -> int:
@@ -267,8 +271,28 @@ class ColourNet(nn.Module):
         else:
             opt_grey, chroma = looks.lab_chroma(light, ab)
             up = looks.guided_upsample(grey, torch.cat([opt_grey, chroma], 1), self.factor)
-            rgb = looks.with_grey(up[:, :1], up[:, 1:])
+            luma = up[:, :1] if self.detail is None else up[:, :1] + self.detail(x[:, :1], grey, up)
+            rgb = looks.with_grey(luma, up[:, 1:])
         return rgb[..., :h, :w]
+
+
+class DetailBranch(nn.Module):
+    """The optical look's fine structure: a small full-resolution CNN (receptive field 11 px) that reads the
+    SAR, its despeckled grey and the coarse optical prediction (luma, Cb, Cr: what land cover it is) and adds
+    a luma residual. Only lightness changes: the colour (Cb, Cr) stays the coarse head's, so the detail can
+    sharpen the picture but never recolour it. The last layer starts at zero: at initialisation the optical
+    look is exactly the coarse one."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        conv = lambda i, o, d=1: nn.Conv2d(i, o, 3, padding=d, dilation=d, padding_mode="replicate")  # noqa: E731
+        self.net = nn.Sequential(conv(5, width), nn.GELU(), conv(width, width, 2), nn.GELU(),
+                                 conv(width, width), nn.GELU(), conv(width, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor, grey: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, grey * 2 - 1, coarse], 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,18 +365,25 @@ class SeedDiscriminator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """Spectral-norm PatchGAN on (SAR, RGB) used as an optional adversarial term for sarcolornet."""
 
-    def __init__(self, sar_channels: int = 1, width: int = 32) -> None:
+    def __init__(self, sar_channels: int = 1, width: int = 32, image_channels: int = 3) -> None:
         super().__init__()
         sn = nn.utils.spectral_norm
-        c, layers = sar_channels + 3, []
+        c, layers = sar_channels + image_channels, []
         for o in (width, width * 2, width * 4):
             layers += [sn(nn.Conv2d(c, o, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             c = o
         layers.append(sn(nn.Conv2d(c, 1, 3, padding=1)))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, sar: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([sar, rgb], 1))
+    def forward(self, sar: torch.Tensor, rgb: torch.Tensor, features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Patch logits; with ``features``, also each level's activations (for feature matching)."""
+        y, feats = torch.cat([sar, rgb], 1), []
+        for layer in self.net:
+            y = layer(y)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(y)
+        return (y, feats) if features else y
 
 
 # The single place where an architecture name becomes a class.

@@ -255,6 +255,17 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
     log.info("exported %s (step %s) -> %s", ck, meta.get("step"), out)
 
 
+def _load_generator(gen: nn.Module, state: dict[str, torch.Tensor], mcfg: ModelConfig) -> None:
+    """Initial weights into a generator. A colournet given a detail branch may start from a model without one
+    (the branch starts at zero: the optical look is then exactly the colour model's)."""
+    missing, unexpected = gen.load_state_dict(state, strict=False)
+    new_branch = mcfg.arch == "colournet" and all(k.startswith("detail.") for k in missing)
+    if unexpected or (missing and not new_branch):
+        names = ", ".join((unexpected or missing)[:3])
+        raise SarColorError(f"initial weights do not fit {mcfg.arch}: {'unexpected' if unexpected else 'missing'} "
+                            f"{names}")
+
+
 def _load_init(init: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     """Weights + config to fine-tune from: a shipped name, a model file, a checkpoint file or a run folder."""
     p = Path(init)
@@ -314,21 +325,25 @@ class Trainer:
 
     def __init__(self, mcfg: ModelConfig, tc: dict, device: torch.device, *,
                  gen_state: dict[str, torch.Tensor] | None = None) -> None:
-        if tc["loss"] not in ("sarcolor", "pix2pix", "colour"):
-            raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor, pix2pix or colour")
-        if (tc["loss"] == "colour") != (mcfg.arch == "colournet"):
+        if tc["loss"] not in ("sarcolor", "pix2pix", "colour", "detail"):
+            raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor, pix2pix, colour or detail")
+        if (tc["loss"] in ("colour", "detail")) != (mcfg.arch == "colournet"):
             raise SarColorError(f"train.loss {tc['loss']!r} does not fit model.arch {mcfg.arch!r} (colournet trains "
-                                "with the colour loss, and only it)")
+                                "with the colour loss, then the detail loss, and only them)")
+        if tc["loss"] == "detail" and not mcfg.detail:
+            raise SarColorError("train.loss 'detail' trains the optical look's detail branch: set model.detail "
+                                "(its channels, e.g. 16) and start from a colour model with --init")
         if tc["loss"] == "sarcolor" and set(tc["loss_weights"]) != set(losses.SARCOLOR_WEIGHTS):
             *first, last = losses.SARCOLOR_WEIGHTS
             raise SarColorError(f"train.loss_weights {tc['loss_weights']}: give {', '.join(first)} and {last}")
         self.mcfg, self.tc, self.device = mcfg, tc, device
         self.gen = build_model(mcfg).to(device)
         if gen_state is not None:
-            try:
-                self.gen.load_state_dict(gen_state)
-            except RuntimeError as exc:
-                raise SarColorError(f"initial weights do not fit {mcfg.arch}: {str(exc).splitlines()[0]}") from None
+            _load_generator(self.gen, gen_state, mcfg)
+        self.detail = tc["loss"] == "detail"
+        if self.detail:  # only the detail branch learns: the colour (and so the sar look) stays as it was
+            self.gen.requires_grad_(False)
+            self.gen.detail.requires_grad_(True)
         self.ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
         self.pix2pix = tc["loss"] == "pix2pix"
         self.disc: nn.Module | None = None
@@ -339,9 +354,13 @@ class Trainer:
                                                                  betas=tuple(tc["betas"]))
             self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]))
         else:
-            self.g_opt = torch.optim.AdamW(self.gen.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]),
+            params = [p for p in self.gen.parameters() if p.requires_grad]
+            self.g_opt = torch.optim.AdamW(params, lr=tc["lr"], betas=tuple(tc["betas"]),
                                            weight_decay=tc["weight_decay"])
-            if tc["gan_weight"] > 0:
+            if self.detail:  # judges the lightness only: the one thing the detail branch changes
+                self.disc = PatchDiscriminator(1, image_channels=1).to(device)
+                self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+            elif tc["gan_weight"] > 0:
                 self.disc = PatchDiscriminator(mcfg.in_channels).to(device)
                 self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.ddp_gen, self.ddp_disc = self.gen, self.disc
@@ -392,6 +411,15 @@ class Trainer:
             r = torch.zeros(len(x), dtype=torch.long) if r is None else r
             logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
+        elif self.detail:
+            r = torch.zeros(len(x), dtype=torch.long) if r is None else r
+            pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
+            self.disc.requires_grad_(False)
+            d_fake, f_fake = self.disc(x[:, :1], losses.luma(pred), features=True)
+            with torch.no_grad():
+                _, f_real = self.disc(x[:, :1], losses.luma(y), features=True)
+            parts = losses.detail_loss(pred, y, v, d_fake, f_fake, f_real,
+                                       losses.DETAIL_WEIGHTS | {"gan": tc["gan_weight"]})
         else:
             pred = self.ddp_gen(x)
             if self.disc is not None:
@@ -412,7 +440,9 @@ class Trainer:
         if self.disc is not None and pred is not None:
             self.disc.requires_grad_(True)
             # Real and fake in one batch: D has no normalisation layer, so this equals two passes.
-            logits = self.ddp_disc(torch.cat([x, x]), torch.cat([y, pred.detach()]))
+            real, fake = (losses.luma(y), losses.luma(pred.detach())) if self.detail else (y, pred.detach())
+            sar = x[:, :1] if self.detail else x
+            logits = self.ddp_disc(torch.cat([sar, sar]), torch.cat([real, fake]))
             d_real, d_fake = logits.chunk(2)
             d_loss = losses.pix2pix_discriminator_loss(d_real, d_fake)
             self.d_opt.zero_grad(set_to_none=True)
@@ -466,24 +496,36 @@ def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
 
 
 @torch.no_grad()
-def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelConfig | None = None
-             ) -> dict[str, float]:
-    """Scores of the model's default (sar) look on the validation crops: PSNR, SSIM, CIEDE2000 and the colour
-    error alone (what a colour model is selected by)."""
-    from .metrics import ciede2000, colour_error, psnr, ssim
+def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelConfig | None = None,
+             look: str | None = None) -> dict[str, float]:
+    """Scores of one look on the validation crops: PSNR, SSIM, CIEDE2000, the colour error alone (what a colour
+    model is selected by), sharpness and SWD over the set, and ``pd``: SWD x CIEDE2000 / 10, realism and
+    fidelity together (what the detail stage is selected by: either alone picks fog or invention).
+    ``look``: by default the one each kind of model was trained to give (colournet: sar)."""
+    from .metrics import ciede2000, colour_error, laplacian_patches, patch_positions, psnr, sharpness, ssim, swd
 
     model.eval()
     mcfg = mcfg or ModelConfig()
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "ciede2000": [], "colour_error": []}
-    for x, truth, render in items:
-        look = "sar" if mcfg.arch == "colournet" else "optical"  # what each kind of model was trained to give
+    look = look or ("sar" if mcfg.arch == "colournet" else "optical")
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "ciede2000": [], "colour_error": [], "sharpness": []}
+    patches: dict[str, list[list[np.ndarray]]] = {"pred": [], "truth": []}
+    for i, (x, truth, render) in enumerate(items):
         y = predict_look(model, mcfg, x.to(device), look, render or None)[0].float().cpu().numpy()
         pred = to_uint8((y.transpose(1, 2, 0) + 1) * 0.5)  # as colorize writes it: rounded uint8
         scores["psnr"].append(psnr(pred, truth))
         scores["ssim"].append(ssim(pred, truth))
         scores["ciede2000"].append(ciede2000(pred, truth))
         scores["colour_error"].append(colour_error(pred, truth))
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+        scores["sharpness"].append(sharpness(pred, truth))
+        pos = patch_positions(np.ones(truth.shape[:2], bool), seed=i, per_level=32)
+        patches["pred"].append(laplacian_patches(pred, pos))
+        patches["truth"].append(laplacian_patches(truth, pos))
+    out = {k: float(np.nanmean(v)) for k, v in scores.items()}
+    levels = min(len(p) for p in patches["truth"])
+    out["swd"] = swd(*([np.concatenate([p[k] for p in patches[side]]) for k in range(levels)]
+                       for side in ("pred", "truth")))
+    out["pd"] = out["swd"] * out["ciede2000"] / 10
+    return out
 
 
 def colour_histogram(ds: CropDataset, factor: int) -> torch.Tensor:
@@ -526,7 +568,7 @@ def _lr_factor(step: int, tc: dict, elapsed: float = 0.0) -> float:
 
 
 _CSV_FIELDS = ["step", "elapsed_s", "images_per_s", "lr", "loss", "val_psnr", "val_ssim", "val_ciede2000",
-               "val_colour_error"]
+               "val_colour_error", "val_sharpness", "val_swd", "val_pd"]
 
 
 def _trim_log(csv_path: Path, step: int) -> None:
@@ -596,7 +638,10 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
         wanted = (cfg.get("model") or {}).get("arch")
         if wanted and wanted != icfg.arch:
             raise SarColorError(f"--init {init}: architecture {icfg.arch} differs from the config's {wanted}")
-        mcfg = replace(icfg, name=mcfg.name if (cfg.get("model") or {}).get("name") else icfg.name)
+        # The config may rename the model and give it a detail branch; everything else is the init's.
+        given = cfg.get("model") or {}
+        mcfg = replace(icfg, name=mcfg.name if given.get("name") else icfg.name,
+                       detail=int(given.get("detail", icfg.detail)))
         log.info("fine-tuning from %s (%s)", init, icfg.arch)
 
     bs = int(tc["batch_size"])
@@ -654,7 +699,8 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             tb = None
     # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
     # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
-    select_by = "colour_error" if tc["loss"] == "colour" else "ciede2000"
+    select_by = {"colour": "colour_error", "detail": "pd"}.get(tc["loss"], "ciede2000")
+    val_look = "optical" if tc["loss"] == "detail" else None  # the detail stage changes the optical look only
     best = _best_val(csv_path, select_by) if rank == 0 else math.inf
 
     def run_meta() -> dict:
@@ -719,7 +765,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
                            "lr": lr, "loss": round(running, 5)}
                 if val_items and step % tc["val_every"] == 0:
                     row = row or {"step": step, "elapsed_s": round(elapsed, 1)}
-                    scores = validate(trainer.ema, val_items, device, mcfg)
+                    scores = validate(trainer.ema, val_items, device, mcfg, val_look)
                     keep_if_best(scores)
                     row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
                     log.info("step %d: %s", step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
@@ -747,7 +793,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     if stop["sigterm"]:
         log.warning("stopped by SIGTERM at step %d; `--resume` continues", step)
     if rank == 0 and val_items and step % tc["val_every"] != 0:
-        scores = validate(trainer.ema, val_items, device, mcfg)
+        scores = validate(trainer.ema, val_items, device, mcfg, val_look)
         keep_if_best(scores)
         with open(csv_path, "a", newline="") as f:
             csv.DictWriter(f, _CSV_FIELDS).writerow({"step": step, "elapsed_s": round(elapsed, 1),
