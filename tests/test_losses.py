@@ -71,3 +71,24 @@ def test_prototype_gan_losses() -> None:
     assert math.isclose(float(d), 2 * math.log(2), rel_tol=1e-6)
     confident = losses.pix2pix_discriminator_loss(torch.full((1, 1, 8, 8), 9.0), torch.full((1, 1, 8, 8), -9.0))
     assert float(confident) < 1e-3
+
+
+def test_detail_loss_terms() -> None:
+    """Feature matching is 0 for equal features and grows with their difference; the detail loss is L1 plus
+    its weighted terms, and its gradient reaches the prediction through every term."""
+    from sarcolor.losses import DETAIL_WEIGHTS, detail_loss, feature_matching, luma
+
+    f = [torch.ones(1, 2, 4, 4), torch.zeros(1, 3, 2, 2)]
+    assert float(feature_matching(f, f)) == 0.0
+    assert float(feature_matching([t + 0.5 for t in f], f)) == pytest.approx(0.5)
+    rgb = torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1)
+    assert float(luma(rgb)) == pytest.approx(0.299 - 0.587)
+    torch.manual_seed(0)
+    pred = (torch.rand(1, 3, 16, 16) * 2 - 1).requires_grad_()
+    target = torch.rand(1, 3, 16, 16) * 2 - 1
+    d_fake = pred.mean((1, 2, 3), keepdim=True)
+    parts = detail_loss(pred, target, torch.ones(1, 1, 16, 16), d_fake, [pred * 2], [target * 2])
+    expect = parts["l1"] + sum(DETAIL_WEIGHTS[k] * parts[k] for k in DETAIL_WEIGHTS)
+    assert float(parts["total"]) == pytest.approx(float(expect))
+    parts["total"].backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0

@@ -217,3 +217,46 @@ def test_colournet_does_not_depend_on_the_crop_size() -> None:
         small = net(x[..., 32:96, 32:96], look="colour")[0]
     centre_big, centre_small = big[..., 12:20, 12:20], small[..., 4:12, 4:12]
     assert (centre_big - centre_small).abs().max() < 0.02 * max(1.0, float(big.abs().max()))
+
+
+def test_detail_branch_starts_as_the_colour_model_and_changes_lightness_only(tmp_path: Path) -> None:
+    """A colournet given a detail branch loads a colour model's weights and gives exactly its looks (the branch
+    starts at zero); once the branch is non-zero the optical look changes, its chroma (Cb, Cr) does not where
+    nothing clips, and the sar look never does. The branch's size travels in the file."""
+    from dataclasses import replace
+
+    from sarcolor import looks
+    from sarcolor.models import predict_look
+
+    torch.manual_seed(0)
+    plain = build_model(COLOUR).eval()
+    cfg = replace(COLOUR, detail=4)
+    net = build_model(cfg).eval()
+    missing, unexpected = net.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("detail.") for k in missing)
+    x = torch.rand(1, 1, 48, 48) * 2 - 1
+    with torch.no_grad():
+        for look in ("sar", "optical"):
+            torch.testing.assert_close(predict_look(net, cfg, x, look), predict_look(plain, COLOUR, x, look))
+        net.detail.net[-1].weight.normal_(0, 0.05)
+        sharp, soft = predict_look(net, cfg, x, "optical"), predict_look(plain, COLOUR, x, "optical")
+        assert (sharp - soft).abs().max() > 0.01
+        torch.testing.assert_close(predict_look(net, cfg, x, "sar"), predict_look(plain, COLOUR, x, "sar"))
+        inside = ((sharp > -0.99) & (sharp < 0.99)).all(1) & ((soft > -0.99) & (soft < 0.99)).all(1)
+        cc_sharp, cc_soft = (looks.chroma_of((t + 1) / 2) for t in (sharp, soft))
+        assert (cc_sharp - cc_soft).abs().amax(1)[inside].max() < 0.01
+    save_model(tmp_path / "d.safetensors", net, cfg)
+    again, cfg2 = load_model(tmp_path / "d.safetensors")
+    assert cfg2.detail == 4
+    with torch.no_grad():
+        torch.testing.assert_close(predict_look(again, cfg2, x, "optical"), sharp)
+
+
+def test_patch_discriminator_gives_its_features() -> None:
+    from sarcolor.models import PatchDiscriminator
+
+    d = PatchDiscriminator(1, width=4, image_channels=1).eval()  # eval: no power iteration per call
+    sar, img = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    logits, feats = d(sar, img, features=True)
+    assert logits.shape == (2, 1, 4, 4) and [f.shape[1] for f in feats] == [4, 8, 16]
+    torch.testing.assert_close(d(sar, img), logits)
