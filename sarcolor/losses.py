@@ -108,8 +108,9 @@ def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Ten
     return parts
 
 
-# The detail stage's weights beside its L1 term: structure (1 - SSIM), adversarial, feature matching.
-DETAIL_WEIGHTS: Mapping[str, float] = MappingProxyType({"ssim": 0.5, "gan": 0.05, "fm": 1.0})
+# The detail stage's weights beside its L1 term: structure (1 - SSIM), band energy, adversarial, feature
+# matching.
+DETAIL_WEIGHTS: Mapping[str, float] = MappingProxyType({"ssim": 0.5, "band": 2.0, "gan": 0.1, "fm": 2.0})
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:
@@ -124,13 +125,34 @@ def feature_matching(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torc
     return sum((f - r.detach()).abs().mean() for f, r in zip(fake, real, strict=True)) / len(fake)
 
 
+def band_energy(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """Mean over images and pyramid levels of |RMS(band of pred) - RMS(band of target)|, a band being the
+    luma's Laplacian at full, 1/2 and 1/4 resolution. Unlike L1 it does not care where the detail is, only
+    how strong it is, so it does not reward fog: where the SAR cannot say which texture is there, L1 alone
+    makes the detail zero (the average of the options), this makes it as strong as the truth's."""
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=pred.dtype,
+                       device=pred.device).view(1, 1, 3, 3)
+    lp, lt, v = luma(pred), luma(target), valid
+    total = pred.new_zeros(())
+    for k in range(levels):
+        if k:
+            lp, lt, v = F.avg_pool2d(lp, 2), F.avg_pool2d(lt, 2), (F.avg_pool2d(v, 2) > 0.999).to(v)
+        inner = -F.max_pool2d(-v, 3, 1, 1)[..., 1:-1, 1:-1]  # a valid 3x3 neighbourhood
+        n = inner.sum((1, 2, 3)).clamp_min(1.0)
+        rms = [((F.conv2d(t, lap) ** 2 * inner).sum((1, 2, 3)) / n + 1e-8).sqrt() for t in (lp, lt)]
+        total = total + (rms[0] - rms[1]).abs().mean()
+    return total / levels
+
+
 def detail_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, d_fake: torch.Tensor,
                 feats_fake: list[torch.Tensor], feats_real: list[torch.Tensor],
                 weights: Mapping[str, float] = DETAIL_WEIGHTS) -> dict[str, torch.Tensor]:
-    """The optical look's detail stage: fidelity (L1 + 1-SSIM) keeps the picture faithful, the adversarial and
-    feature-matching terms make its fine structure as strong and as structured as a real optical image's
+    """The optical look's detail stage: fidelity (L1 + 1-SSIM) keeps the picture faithful; band energy makes
+    its fine structure as strong as the truth's, the adversarial and feature-matching terms as structured as a
+    real optical image's
     (pixel losses alone pick fog: the perception-distortion trade-off, Blau and Michaeli 2018)."""
-    parts = {"l1": l1(pred, target, valid), "ssim": ssim_loss(pred, target, valid), "gan": bce_gan(d_fake, True),
+    parts = {"l1": l1(pred, target, valid), "ssim": ssim_loss(pred, target, valid),
+             "band": band_energy(pred, target, valid), "gan": bce_gan(d_fake, True),
              "fm": feature_matching(feats_fake, feats_real)}
     total = parts["l1"]
     for k in DETAIL_WEIGHTS:

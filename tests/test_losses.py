@@ -92,3 +92,22 @@ def test_detail_loss_terms() -> None:
     assert float(parts["total"]) == pytest.approx(float(expect))
     parts["total"].backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_band_energy_wants_detail_as_strong_as_the_truths_not_in_the_same_place() -> None:
+    from sarcolor.losses import band_energy
+
+    torch.manual_seed(0)
+    truth = torch.rand(2, 3, 64, 64) * 2 - 1
+    v = torch.ones(2, 1, 64, 64)
+    fog = torch.nn.functional.avg_pool2d(truth, 5, 1, 2, count_include_pad=False)
+    assert float(band_energy(truth, truth, v)) == 0.0
+    moved = torch.roll(truth, shifts=(17, 23), dims=(2, 3))  # the same texture elsewhere: hardly any loss
+    assert float(band_energy(moved, truth, v)) < 0.05 * float(band_energy(fog, truth, v))
+    assert float(band_energy(truth * 0, truth, v)) > float(band_energy(fog, truth, v)) > 0.3
+    # invalid pixels do not count: garbage outside the mask changes nothing
+    mask = torch.zeros_like(v)
+    mask[..., 8:56, 8:56] = 1
+    wild = truth.clone()
+    wild[..., :4, :] = 5.0
+    assert float(band_energy(wild, truth, mask)) == pytest.approx(0.0, abs=1e-6)
