@@ -549,10 +549,8 @@ class CropDataset(torch.utils.data.Dataset):
         self.refs = list(refs)
         sizes = pair_sizes(self.refs)  # every pair's headers are checked, even when read per sample
         # ``renders`` (colournet's; None for the other models): each pair's rendering is passed on as an index
-        # (an empty list: no conditioning, index 0), and pairs smaller than the crop are padded, not refused.
-        for ref, (h, w) in zip(self.refs, sizes, strict=True):
-            if min(h, w) < crop and renders is None:
-                raise SarColorError(f"{ref.name}: {w}x{h} is smaller than the crop {crop}")
+        # (an empty list: no conditioning, index 0). Pairs smaller than the crop are mirrored out to it, the
+        # added pixels invalid (masked losses skip them; the prototype's unmasked loss sees a mirror image).
         unknown = sorted({r.render for r in self.refs} - set(renders)) if renders else []
         if unknown:
             raise SarColorError(f"render(s) {unknown} of the training pairs are not in model.renders {list(renders)}")

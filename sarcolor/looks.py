@@ -37,7 +37,8 @@ def check_look(look: str) -> str:
     return look
 
 
-def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, edges replicated (N, C, H, W) -> same shape."""
     return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
 
 
@@ -45,8 +46,8 @@ def lee_filter(x: torch.Tensor, size: int = LEE_SIZE, noise: float = LEE_NOISE) 
     """Lee's speckle filter on a log-domain image (N, 1, H, W): the local mean where the local variance is
     speckle, the pixel itself where it is structure (edges, point targets)."""
     r = size // 2
-    mean = _box(x, r)
-    var = (_box(x * x, r) - mean * mean).clamp_min(0)
+    mean = box_filter(x, r)
+    var = (box_filter(x * x, r) - mean * mean).clamp_min(0)
     k = ((var - noise * noise) / var.clamp_min(1e-6)).clamp(0, 1)
     return mean + k * (x - mean)
 
@@ -62,14 +63,14 @@ def guided_upsample(guide: torch.Tensor, src: torch.Tensor, factor: int, radius:
     """Fast guided filter (He and Sun 2015): ``src`` (N, C, h, w) at 1/``factor`` resolution -> full resolution,
     locally an affine function of ``guide`` (N, 1, H, W) in [0, 1], so its edges follow the guide's."""
     g_lo = F.avg_pool2d(guide, factor)
-    mean_g, mean_s = _box(g_lo, radius), _box(src, radius)
-    cov = _box(g_lo * src, radius) - mean_g * mean_s
-    var = _box(g_lo * g_lo, radius) - mean_g * mean_g
+    mean_g, mean_s = box_filter(g_lo, radius), box_filter(src, radius)
+    cov = box_filter(g_lo * src, radius) - mean_g * mean_s
+    var = box_filter(g_lo * g_lo, radius) - mean_g * mean_g
     a = cov / (var + eps)
     b = mean_s - a * mean_g
     size = guide.shape[-2:]
-    a = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
+    a = F.interpolate(box_filter(a, radius), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(box_filter(b, radius), size=size, mode="bilinear", align_corners=False)
     return torch.addcmul(b, a, guide)
 
 

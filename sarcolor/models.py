@@ -231,7 +231,7 @@ class ColourNet(nn.Module):
             self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
             self.dec.append(Block(chans[i - 1], e, norm=cfg.norm, pad="replicate"))
         self.head = nn.Conv2d(chans[0], len(ab_grid()) + 1, 1)
-        self.detail = DetailBranch(cfg.detail) if cfg.detail else None
+        self.detail = DetailBranch(cfg.detail, self.factor) if cfg.detail else None
 
     @property
     def multiple(self) -> int:
@@ -271,28 +271,39 @@ class ColourNet(nn.Module):
         else:
             opt_grey, chroma = looks.lab_chroma(light, ab)
             up = looks.guided_upsample(grey, torch.cat([opt_grey, chroma], 1), self.factor)
-            luma = up[:, :1] if self.detail is None else up[:, :1] + self.detail(x[:, :1], grey, up)
+            luma = up[:, :1] if self.detail is None else up[:, :1] + self.detail(grey, up)
             rgb = looks.with_grey(luma, up[:, 1:])
         return rgb[..., :h, :w]
 
 
 class DetailBranch(nn.Module):
-    """The optical look's fine structure: a small full-resolution CNN (receptive field 11 px) that reads the
-    SAR, its despeckled grey and the coarse optical prediction (luma, Cb, Cr: what land cover it is) and adds
-    a luma residual. Only lightness changes: the colour (Cb, Cr) stays the coarse head's, so the detail can
-    sharpen the picture but never recolour it. The last layer starts at zero: at initialisation the optical
-    look is exactly the coarse one."""
+    """The optical look's fine structure, carried over from the SAR: the despeckled SAR grey's two finest
+    bands (1-2 px and 2-6 px), each times a gain that a small CNN reads from that grey and the coarse optical
+    prediction (luma, Cb, Cr: what land cover it is), added to the luma. The gains are smooth (averaged over
+    4x4 pixels), so every fine edge in the picture is a radar edge, scaled and signed as optical imagery
+    shows such places: the branch cannot paint texture of its own. (A free-form version, a CNN writing the
+    luma residual itself, learnt to draw hatching and beads beside bright SAR ridges: see the model card.)
+    Only lightness changes: the colour (Cb, Cr) stays the coarse head's. The last layer starts at zero: at
+    initialisation the optical look is exactly the coarse one."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, factor: int = 4) -> None:
         super().__init__()
-        conv = lambda i, o, d=1: nn.Conv2d(i, o, 3, padding=d, dilation=d, padding_mode="replicate")  # noqa: E731
-        self.net = nn.Sequential(conv(5, width), nn.GELU(), conv(width, width, 2), nn.GELU(),
-                                 conv(width, width), nn.GELU(), conv(width, 1))
+        conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1, padding_mode="replicate")  # noqa: E731
+        self.net = nn.Sequential(conv(4, width), nn.GELU(), conv(width, width), nn.GELU(), conv(width, 2))
+        self.factor = factor
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, x: torch.Tensor, grey: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, grey * 2 - 1, coarse], 1))
+    @staticmethod
+    def bands(grey: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> its two finest band-pass images (N, 2, H, W): grey - box3, box3 - box5(box3)."""
+        b1 = looks.box_filter(grey, 1)
+        return torch.cat([grey - b1, b1 - looks.box_filter(b1, 2)], 1)
+
+    def forward(self, grey: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        gain = F.avg_pool2d(self.net(torch.cat([grey * 2 - 1, coarse], 1)), self.factor)
+        gain = F.interpolate(gain, size=grey.shape[-2:], mode="bilinear", align_corners=False)
+        return (gain * self.bands(grey)).sum(1, keepdim=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -485,13 +485,14 @@ def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
         if not valid.any():
             raise SarColorError(f"validation pair {ref.name}: no valid pixel")
         h, w = sar.shape
-        s = min(size, h, w) // multiple * multiple  # the model takes multiples of this
-        if s == 0:
-            raise SarColorError(f"validation pair {ref.name}: {w}x{h} is smaller than the model's "
-                                f"{multiple} px multiple")
-        r, c = (h - s) // 2, (w - s) // 2
         x = scene_input(sar, valid, scale, mcfg.input_norm, mcfg.in_channels)
-        items.append((torch.from_numpy(x[:, r:r + s, c:c + s].copy())[None], opt[r:r + s, c:c + s], ref.render))
+        s = min(size, h, w) // multiple * multiple  # the model takes multiples of this
+        if s == 0:  # a patch smaller than the model's multiple: all of it, mirrored out (scored unpadded)
+            s = min(h, w)
+            x = np.pad(x, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode="symmetric")
+        r, c = (h - s) // 2, (w - s) // 2
+        x = x[:, r:r + max(s, multiple), c:c + max(s, multiple)]
+        items.append((torch.from_numpy(x.copy())[None], opt[r:r + s, c:c + s], ref.render))
     return items
 
 
@@ -511,6 +512,7 @@ def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelCon
     patches: dict[str, list[list[np.ndarray]]] = {"pred": [], "truth": []}
     for i, (x, truth, render) in enumerate(items):
         y = predict_look(model, mcfg, x.to(device), look, render or None)[0].float().cpu().numpy()
+        y = y[:, :truth.shape[0], :truth.shape[1]]  # a mirrored-out small patch is scored unpadded
         pred = to_uint8((y.transpose(1, 2, 0) + 1) * 0.5)  # as colorize writes it: rounded uint8
         scores["psnr"].append(psnr(pred, truth))
         scores["ssim"].append(ssim(pred, truth))

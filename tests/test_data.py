@@ -407,10 +407,11 @@ def test_crops_depend_only_on_seed_epoch_index(tmp_path: Path) -> None:
     assert sum(torch.equal(forward[i][1], c[i][1]) for i in range(8)) <= 1
 
 
-def test_crop_larger_than_image_is_reported(tmp_path: Path) -> None:
+def test_pair_smaller_than_the_crop_is_mirrored_out_and_masked(tmp_path: Path) -> None:
     refs, _ = _one_pair(tmp_path, size=(20, 40))
-    with pytest.raises(SarColorError, match="40x20 is smaller than the crop 32"):
-        crop_ds(refs, crop=32)
+    x, y, v, _ = crop_ds(refs, crop=32)[0]
+    assert x.shape[-2:] == y.shape[-2:] == v.shape[-2:] == (32, 32)
+    assert 0 < float(v.mean()) <= 20 / 32  # the 20-px side was padded: those pixels are invalid
 
 
 def _mixed_refs(tmp_path: Path) -> list[PairRef]:

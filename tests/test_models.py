@@ -238,7 +238,7 @@ def test_detail_branch_starts_as_the_colour_model_and_changes_lightness_only(tmp
     with torch.no_grad():
         for look in ("sar", "optical"):
             torch.testing.assert_close(predict_look(net, cfg, x, look), predict_look(plain, COLOUR, x, look))
-        net.detail.net[-1].weight.normal_(0, 0.05)
+        net.detail.net[-1].bias.fill_(1.0)  # gain 1: the SAR grey's fine bands added as they are
         sharp, soft = predict_look(net, cfg, x, "optical"), predict_look(plain, COLOUR, x, "optical")
         assert (sharp - soft).abs().max() > 0.01
         torch.testing.assert_close(predict_look(net, cfg, x, "sar"), predict_look(plain, COLOUR, x, "sar"))
@@ -260,3 +260,21 @@ def test_patch_discriminator_gives_its_features() -> None:
     logits, feats = d(sar, img, features=True)
     assert logits.shape == (2, 1, 4, 4) and [f.shape[1] for f in feats] == [4, 8, 16]
     torch.testing.assert_close(d(sar, img), logits)
+
+
+def test_detail_branch_adds_only_the_sars_own_edges() -> None:
+    """Whatever its weights, the detail is the despeckled SAR grey's fine bands times smooth gains: over a flat
+    SAR it adds nothing (no texture of its own), and at a SAR step edge it adds detail at the edge only."""
+    from sarcolor.models import DetailBranch
+
+    torch.manual_seed(0)
+    branch = DetailBranch(8)
+    for p in branch.parameters():
+        torch.nn.init.normal_(p, 0, 0.5)
+    coarse = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert branch(torch.full((1, 1, 32, 32), 0.4), coarse).abs().max() < 1e-5
+        step = torch.full((1, 1, 32, 32), 0.2)
+        step[..., 16:] = 0.7
+        out = branch(step, coarse)[0, 0]
+    assert out[:, 14:18].abs().max() > 1e-3 and out[:, :12].abs().max() < 1e-5 and out[:, 21:].abs().max() < 1e-5

@@ -107,3 +107,35 @@ def test_colournet_colours_unseen_bigearthnet_better_than_the_default() -> None:
         errors["default"].append(metrics.colour_error(theirs, opt, valid))
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
     assert mean["colournet"] < 0.7 * mean["default"], mean
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("look", ["optical", "sar"])
+def test_colournet_shows_no_tile_seams_on_a_4096_scene(look: str) -> None:
+    """A real 4096 x 4096 scene (sih1733 scene 1, mirrored out to that size) through the shipped colour model
+    with its detail branch: at the engine's tile borders neighbouring columns and rows differ no more than
+    inside tiles (the seam measure of test_colorize, which shows > 3 for unblended tiles)."""
+    from PIL import Image
+
+    import sarcolor.colorize as engine
+    from sarcolor.tiling import axis_starts, best_tile
+
+    path = SHARED_DATA / "sih1733" / "scene1" / "sar.jpg"
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path}")
+    sar = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    scene = np.pad(sar, ((0, max(0, 4096 - sar.shape[0])), (0, max(0, 4096 - sar.shape[1]))),
+                   mode="symmetric")[:4096, :4096]
+    model, cfg = load_model("colournet")
+    rgb = colorize_array(model, cfg, scene, scale="8bit", look=look).astype(np.float32)
+    m = engine.EDGE_MARGIN
+    size = best_tile(4096 + 2 * m, 4096 + 2 * m, cfg.tile, min(cfg.overlap, cfg.tile // 2), model.multiple)
+    starts = [s - m for s in axis_starts(4096 + 2 * m, size, min(cfg.overlap, cfg.tile // 2))]
+    assert len(starts) >= 8
+    for axis in (0, 1):
+        d = np.abs(np.diff(rgb, axis=axis)).mean(axis=(1 - axis, 2))
+        edges = sorted(e for e in {s - 1 for s in starts[1:]} | {s + size - 1 for s in starts[:-1]}
+                       if 0 <= e < len(d))
+        ratio = d[edges].mean() / np.delete(d, edges).mean()
+        assert ratio < 1.1, (look, axis, ratio)
