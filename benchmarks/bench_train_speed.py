@@ -1,7 +1,7 @@
 """Training speed: images/s of one training step for ``pix2pix-seed`` and the default architecture, same run.
 
 Each model is trained exactly as its shipped config says (``configs/pix2pix-seed.yaml``: the prototype U-Net,
-128 px crops, GAN + 100 L1 with its discriminator; ``configs/default.yaml``: sarcolornet, its crop and loss),
+128 px crops, GAN + 100 L1 with its discriminator; ``configs/sarcolornet.yaml``: sarcolornet, its crop and loss),
 through the same ``Trainer.step`` that ``sarcolor train`` runs, on synthetic tensors so no data is needed.
 A few warm-up steps are not timed. Crops differ between the two configs, so pixels/s is printed too.
 
@@ -62,7 +62,7 @@ def main() -> None:
     print(f"device {device}" + (f", {torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else "")
           + f", torch {torch.__version__}; {args.warmup} warm-up + {args.steps} timed steps per model")
     rows = [bench(CONFIGS / name, args.steps, args.warmup, args.batch_size, device)
-            for name in ("pix2pix-seed.yaml", "default.yaml")]
+            for name in ("pix2pix-seed.yaml", "sarcolornet.yaml")]
     print(f"{'config':<18} {'arch':<13} {'params':>8} {'loss':<9} {'crop':>4} {'batch':>5} {'ms/step':>9} "
           f"{'images/s':>9} {'Mpx/s':>7}")
     for r in rows:

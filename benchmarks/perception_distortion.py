@@ -8,7 +8,7 @@ CIEDE2000/SSIM): the table and the plane show where each candidate lands (Blau a
 
     python benchmarks/perception_distortion.py --config configs/colournet.yaml \\
         --models default colournet-detail=sarcolor/weights/colournet.safetensors pix2pix=runs/pix2pix-seed-colour \\
-        -o reports/perception-distortion
+        -o reports/perception-distortion [--per-source 10]
 
 Writes ``table.md`` (the rows below), ``plane.png`` (SWD vs CIEDE2000, one panel per source), ``summary.json``
 and the contact sheets of ``sarcolor evaluate`` (SAR | each candidate | truth, per source).
@@ -95,12 +95,17 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", required=True,
                     help="NAME=MODEL or MODEL (shipped name, .safetensors or run folder); the first is the reference")
     ap.add_argument("--samples", type=int, default=3, help="contact-sheet rows per source")
+    ap.add_argument("--per-source", type=int, default=0,
+                    help="score only the first N held-out pairs of each source (0: all), for a quicker run")
     ap.add_argument("-o", "--out", default="reports/perception-distortion")
     args = ap.parse_args()
     sel = select_pairs(args.config, None, "val")
+    pairs = sel.pairs
+    if args.per_source:
+        pairs = [p for i, p in enumerate(pairs) if sum(q.source == p.source for q in pairs[:i]) < args.per_source]
     runners = load_candidates(args.models)
     names = [r.name for r in runners]
-    report = run_evaluation(sel.pairs, runners, args.out, samples=args.samples, description=sel.description)
+    report = run_evaluation(pairs, runners, args.out, samples=args.samples, description=sel.description)
     summary = {g: report.summary[g] for g in [ALL, *[k for k in report.summary if k != ALL]]}
     out = Path(args.out)
     text = table(summary, names)

@@ -10,7 +10,7 @@ metrics reward and how much of the score is global colour. Scored exactly as ``s
 - ``blurred-truth``: the truth box-blurred over 16 px (perfect colour at field scale, no fine detail).
 
     python benchmarks/quality_ceiling.py                          # the default config's validation split
-    python benchmarks/quality_ceiling.py --config configs/default.yaml --split val
+    python benchmarks/quality_ceiling.py --config configs/sarcolornet.yaml --split val
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def oracles(sar: np.ndarray, opt: np.ndarray, valid: np.ndarray, scale: str) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    ap.add_argument("--config", default=str(REPO / "configs" / "sarcolornet.yaml"))
     ap.add_argument("--split", default="val")
     args = ap.parse_args()
     sel = select_pairs(args.config, None, args.split)

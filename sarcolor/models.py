@@ -20,7 +20,10 @@ from .colour import ab_grid, annealed_mean, rgb_to_lab
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "colournet": WEIGHTS_DIR / "colournet.safetensors"}
+# The default is colournet (trained on every shared source; "colournet" is its name of the last release);
+# sarcolornet is the default of before, kept for comparison (docs/model-card-sarcolornet.md).
+SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "colournet": WEIGHTS_DIR / "default.safetensors",
+           "sarcolornet": WEIGHTS_DIR / "sarcolornet.safetensors"}
 
 
 @dataclass

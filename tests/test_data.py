@@ -322,7 +322,7 @@ def test_a_group_spread_over_two_sources_cannot_leak(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 def test_shipped_config_split_is_leak_free() -> None:
-    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "sarcolornet.yaml"
     if not (datagen.SHARED / "volkov_s1s2").is_dir() or not (datagen.SHARED / "sih1733").is_dir():
         pytest.skip("../shared/data (volkov_s1s2, sih1733) is absent")
     splits = build_splits(load_config(cfg_path)["data"], cfg_path.parent)

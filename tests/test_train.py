@@ -224,14 +224,14 @@ def test_init_starts_from_a_model(tmp_path: Path, data_dir: Path, source: str) -
     assert params and all(torch.equal(end[f"gen/{k}"], start[f"ema/{k}"]) for k in params)
 
 
-def test_init_default_shipped_model(tmp_path: Path, data_dir: Path) -> None:
+def test_init_shipped_sarcolornet(tmp_path: Path, data_dir: Path) -> None:
     from sarcolor.models import SHIPPED
 
-    if not SHIPPED["default"].is_file():
-        pytest.skip("no shipped default model in sarcolor/weights yet")
-    shipped, scfg = load_model("default")
+    if not SHIPPED["sarcolornet"].is_file():
+        pytest.skip("no shipped sarcolornet model in sarcolor/weights")
+    shipped, scfg = load_model("sarcolornet")
     # the config names no architecture: the shipped model's is used, and only its name comes from the config
-    tuned = run(make_config(tmp_path, data_dir, steps=1, lr=0.0), "model={}", init="default")
+    tuned = run(make_config(tmp_path, data_dir, steps=1, lr=0.0), "model={}", init="sarcolornet")
     model, mcfg = load_model(tuned / "model.safetensors")
     assert (mcfg.arch, mcfg.width, mcfg.enc_depths) == (scfg.arch, scfg.width, scfg.enc_depths)
     end = state(tuned)
