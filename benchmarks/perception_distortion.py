@@ -72,10 +72,10 @@ def plane(summary: dict, names: list[str], size: int = 260) -> Image.Image:
         ox, oy, w, h = g * size + 34, 18, size - 44, size - 48
         d.rectangle([ox, oy, ox + w, oy + h], outline="black")
         d.text((ox, 2), group, fill="black", font=font)
-        d.text((ox + w - 40, oy + h + 4), "SWD →", fill="black", font=font)
+        d.text((ox + w - 44, oy + h + 4), "SWD ->", fill="black", font=font)
         d.text((ox - 32, oy), f"{y1:.0f}", fill="black", font=font)
         d.text((ox - 32, oy + h - 10), f"{y0:.0f}", fill="black", font=font)
-        d.text((ox - 32, oy + h // 2), "ΔE", fill="black", font=font)
+        d.text((ox - 32, oy + h // 2), "dE00", fill="black", font=font)
         d.text((ox, oy + h + 4), f"{x0:.1f}..{x1:.2f}", fill="black", font=font)
         for i, (x, y) in enumerate(pts.values()):
             if not (math.isfinite(x) and math.isfinite(y)):
