@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 from fixtures import sar_db, write_geotiff
 
+# Ctrl-C as in a terminal: a job started in the background by a shell (`cmd &`, as a CI runner may start the
+# test run) inherits SIGINT ignored, and Python then leaves it ignored; the CLI's own behaviour is under test.
 _SLOW_CLI = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import sarcolor.colorize as engine
 from sarcolor.cli import main
 predict = engine._predict
