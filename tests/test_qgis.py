@@ -82,6 +82,17 @@ def test_run_reports_progress_and_messages(tmp_path: Path) -> None:
     assert debug == ["some library's warning"]
 
 
+def test_run_ends_at_100_percent_when_sarcolor_drew_no_bar(tmp_path: Path) -> None:
+    """A scene done before sarcolor's progress bar appears (one small tile) still ends the algorithm at 100%."""
+    exe = _fake(tmp_path, r"""
+        import sys
+        sys.stderr.write("sarcolor: scene.tif -> out.tif (512x512, 1 tiles, 0.1 s)\n")
+    """)
+    progress: list[float] = []
+    runner.run([exe], progress=progress.append)
+    assert progress == [100.0]
+
+
 def test_run_child_does_not_inherit_qgis_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONHOME", "/usr/share/qgis-python")
     monkeypatch.setenv("PYTHONPATH", "/usr/share/qgis/python")

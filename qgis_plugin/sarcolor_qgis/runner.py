@@ -162,6 +162,13 @@ def run(args: Sequence[str], *, progress: Callable[[float], None] | None = None,
                                 preexec_fn=_die_with_parent())
     except (OSError, subprocess.SubprocessError) as exc:
         raise RunError(_start_error(args[0], exc)) from None
+    shown: list[float] = []  # the progress reported so far
+
+    def tell(pct: float) -> None:
+        shown.append(pct)
+        if progress is not None:
+            progress(pct)
+
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
     reader.start()
@@ -171,7 +178,7 @@ def run(args: Sequence[str], *, progress: Callable[[float], None] | None = None,
             stopped = cancelled() and proc.poll() is None
             if stopped:
                 _stop(proc)
-            eof = _drain(lines, seen, progress, message, debug, poll_s)
+            eof = _drain(lines, seen, tell, message, debug, poll_s)
             if stopped:
                 raise Cancelled("cancelled: sarcolor was stopped and wrote no output")
             if eof:
@@ -183,6 +190,8 @@ def run(args: Sequence[str], *, progress: Callable[[float], None] | None = None,
     code = proc.wait()
     if code != 0:
         raise RunError(_failure(args[0], code, seen))
+    if not shown or shown[-1] < 100.0:
+        tell(100.0)  # done, also when the scene was too quick for sarcolor to draw its bar
 
 
 def _drain(lines: queue.Queue, seen: list[str], progress: Callable[[float], None] | None,
