@@ -32,11 +32,7 @@ def oracle_sar_look(sar: np.ndarray, sar_valid: np.ndarray, opt: np.ndarray, sca
     h, w = (s // 16 * 16 for s in sar.shape)
     x = torch.from_numpy(scene_input(sar, sar_valid, scale, "logpct", 1)[:, :h, :w])[None]
     y = torch.from_numpy(opt[:h, :w]).permute(2, 0, 1)[None].float() / 127.5 - 1
-    grey = looks.sar_lightness(x)
-    ab = F.avg_pool2d(rgb_to_lab(y), FACTOR)[:, 1:]
-    lo_l = rgb_to_lab(F.avg_pool2d(grey, FACTOR).expand(-1, 3, -1, -1) * 2 - 1)[:, :1]
-    _, chroma = looks.lab_chroma(lo_l, ab)
-    rgb = looks.with_grey(grey, looks.guided_upsample(grey, chroma, FACTOR))
+    rgb = looks.sar_look(looks.sar_lightness(x), F.avg_pool2d(rgb_to_lab(y), FACTOR)[:, 1:], FACTOR)
     return ((rgb[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .colour import lab_to_rgb
+from .colour import lab_to_rgb, rgb_to_lab
 from .errors import SarColorError
 
 LOOKS = ("sar", "optical")
@@ -91,10 +91,26 @@ def with_grey(grey: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     return rgb.clamp_(0, 1).mul_(2).sub_(1)
 
 
+def luma_of(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB (N, 3, H, W) -> its BT.601 luma (N, 1, H, W); linear with weights summing to 1, so RGB in [0, 1]
+    gives luma in [0, 1] and RGB in [-1, 1] luma in [-1, 1]."""
+    return torch.einsum("ij,njhw->nihw", _RGB2YCC[:1].to(rgb), rgb)
+
+
 def lab_chroma(lightness: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """L* (N, 1, h, w) and a*b* (N, 2, h, w) -> the colour's display grey (luma) and (Cb, Cr)."""
     rgb = lab_to_rgb(torch.cat([lightness, ab], 1))
-    return torch.einsum("ij,njhw->nihw", _RGB2YCC[:1].to(rgb), rgb), chroma_of(rgb)
+    return luma_of(rgb), chroma_of(rgb)
+
+
+def sar_look(grey: torch.Tensor, ab: torch.Tensor, factor: int) -> torch.Tensor:
+    """The ``sar`` look from a*b* (N, 2, H/factor, W/factor): that colour set under the SAR's own lightness at
+    its resolution, carried to full resolution as chroma by the guided filter, on the SAR's display grey
+    (N, 1, H, W) -> RGB in [-1, 1]."""
+    lo_grey = F.avg_pool2d(grey, factor)
+    lo_l = rgb_to_lab(lo_grey.expand(-1, 3, -1, -1) * 2 - 1)[:, :1]  # L* of that grey
+    _, chroma = lab_chroma(lo_l, ab)
+    return with_grey(grey, guided_upsample(grey, chroma, factor))
 
 
 def sar_look_from_rgb(x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:

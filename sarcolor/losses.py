@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .colour import rgb_to_lab, soft_encode
+from .looks import luma_of
 
 
 def _masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -113,12 +114,6 @@ def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Ten
 DETAIL_WEIGHTS: Mapping[str, float] = MappingProxyType({"ssim": 0.5, "band": 2.0, "gan": 0.1, "fm": 2.0})
 
 
-def luma(rgb: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of RGB in [-1, 1] (N, 3, H, W) -> (N, 1, H, W) in [-1, 1]: what the detail stage changes."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype, device=rgb.device)
-    return torch.einsum("nchw,c->nhw", rgb, w).unsqueeze(1)
-
-
 def feature_matching(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
     """Mean L1 between a discriminator's activations on fake and (fixed) real images, per level (pix2pixHD):
     the generator matches the statistics of real texture instead of only fooling the last layer."""
@@ -132,7 +127,7 @@ def band_energy(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, l
     makes the detail zero (the average of the options), this makes it as strong as the truth's."""
     lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=pred.dtype,
                        device=pred.device).view(1, 1, 3, 3)
-    lp, lt, v = luma(pred), luma(target), valid
+    lp, lt, v = luma_of(pred), luma_of(target), valid
     total = pred.new_zeros(())
     for k in range(levels):
         if k:

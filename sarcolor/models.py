@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import looks
-from .colour import ab_grid, annealed_mean, rgb_to_lab
+from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -267,10 +267,7 @@ class ColourNet(nn.Module):
         ab = annealed_mean(logits, self.cfg.temperature)
         grey = looks.sar_lightness(x[:, :1])
         if look == "sar":  # the colour under the SAR's own (low-resolution) lightness, then the SAR's grey
-            lo_grey = F.avg_pool2d(grey, self.factor)
-            lo_l = rgb_to_lab(lo_grey.expand(-1, 3, -1, -1) * 2 - 1)[:, :1]  # L* of that grey
-            _, chroma = looks.lab_chroma(lo_l, ab)
-            rgb = looks.with_grey(grey, looks.guided_upsample(grey, chroma, self.factor))
+            rgb = looks.sar_look(grey, ab, self.factor)
         else:
             opt_grey, chroma = looks.lab_chroma(light, ab)
             up = looks.guided_upsample(grey, torch.cat([opt_grey, chroma], 1), self.factor)

@@ -35,6 +35,7 @@ from .colorize import resolve_device, to_uint8
 from .colour import ab_grid, rebalance_weights
 from .data import CropDataset, PairRef, build_splits, load_config, read_pair, write_split
 from .errors import SarColorError
+from .looks import luma_of
 from .models import (
     ModelConfig,
     PatchDiscriminator,
@@ -415,9 +416,9 @@ class Trainer:
             r = torch.zeros(len(x), dtype=torch.long) if r is None else r
             pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
             self.disc.requires_grad_(False)
-            d_fake, f_fake = self.disc(x[:, :1], losses.luma(pred), features=True)
+            d_fake, f_fake = self.disc(x[:, :1], luma_of(pred), features=True)
             with torch.no_grad():
-                _, f_real = self.disc(x[:, :1], losses.luma(y), features=True)
+                _, f_real = self.disc(x[:, :1], luma_of(y), features=True)
             parts = losses.detail_loss(pred, y, v, d_fake, f_fake, f_real,
                                        losses.DETAIL_WEIGHTS | {"gan": tc["gan_weight"]})
         else:
@@ -440,7 +441,7 @@ class Trainer:
         if self.disc is not None and pred is not None:
             self.disc.requires_grad_(True)
             # Real and fake in one batch: D has no normalisation layer, so this equals two passes.
-            real, fake = (losses.luma(y), losses.luma(pred.detach())) if self.detail else (y, pred.detach())
+            real, fake = (luma_of(y), luma_of(pred.detach())) if self.detail else (y, pred.detach())
             sar = x[:, :1] if self.detail else x
             logits = self.ddp_disc(torch.cat([sar, sar]), torch.cat([real, fake]))
             d_real, d_fake = logits.chunk(2)

@@ -76,7 +76,8 @@ def test_prototype_gan_losses() -> None:
 def test_detail_loss_terms() -> None:
     """Feature matching is 0 for equal features and grows with their difference; the detail loss is L1 plus
     its weighted terms, and its gradient reaches the prediction through every term."""
-    from sarcolor.losses import DETAIL_WEIGHTS, detail_loss, feature_matching, luma
+    from sarcolor.looks import luma_of as luma
+    from sarcolor.losses import DETAIL_WEIGHTS, detail_loss, feature_matching
 
     f = [torch.ones(1, 2, 4, 4), torch.zeros(1, 3, 2, 2)]
     assert float(feature_matching(f, f)) == 0.0
