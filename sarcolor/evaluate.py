@@ -477,14 +477,7 @@ class PatchBank:
         """SWD of the model's patches on ``images`` against the truth's patches of the same images."""
         preds = [self.pred[(model, i)] for i in images if (model, i) in self.pred]
         truths = [self.truth[i] for i in images if (model, i) in self.pred]
-        n = max((len(t) for t in truths), default=0)
-        if n == 0:
-            return math.nan
-
-        def levels(sets: list[list[np.ndarray]]) -> list[np.ndarray]:
-            return [np.concatenate([s[k] for s in sets if len(s) > k]) for k in range(n)]
-
-        return metrics.swd(levels(preds), levels(truths))
+        return metrics.swd_of_images(preds, truths)
 
 
 def _nanmean(values: Sequence[float]) -> float:

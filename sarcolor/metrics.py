@@ -413,6 +413,19 @@ def swd(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray], directions: int
     return float(np.mean(dists)) if dists else math.nan
 
 
+def swd_of_images(pred: Sequence[Sequence[np.ndarray]], truth: Sequence[Sequence[np.ndarray]]) -> float:
+    """SWD of a set of images: per image its ``laplacian_patches`` levels (prediction and truth sampled at the
+    same places), each level pooled over the images that have it, then ``swd``. ``nan`` for no images."""
+    n = max((len(t) for t in truth), default=0)
+    if n == 0:
+        return math.nan
+
+    def levels(sets: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+        return [np.concatenate([s[k] for s in sets if len(s) > k]) for k in range(n)]
+
+    return swd(levels(pred), levels(truth))
+
+
 @dataclass
 class Reference:
     """The truth side of one image, prepared once and scored against any number of predictions."""

@@ -504,7 +504,16 @@ def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelCon
     model is selected by), sharpness and SWD over the set, and ``pd``: SWD x CIEDE2000 / 10, realism and
     fidelity together (what the detail stage is selected by: either alone picks fog or invention).
     ``look``: by default the one each kind of model was trained to give (colournet: sar)."""
-    from .metrics import ciede2000, colour_error, laplacian_patches, patch_positions, psnr, sharpness, ssim, swd
+    from .metrics import (
+        ciede2000,
+        colour_error,
+        laplacian_patches,
+        patch_positions,
+        psnr,
+        sharpness,
+        ssim,
+        swd_of_images,
+    )
 
     model.eval()
     mcfg = mcfg or ModelConfig()
@@ -524,9 +533,7 @@ def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelCon
         patches["pred"].append(laplacian_patches(pred, pos))
         patches["truth"].append(laplacian_patches(truth, pos))
     out = {k: float(np.nanmean(v)) for k, v in scores.items()}
-    levels = min(len(p) for p in patches["truth"])
-    out["swd"] = swd(*([np.concatenate([p[k] for p in patches[side]]) for k in range(levels)]
-                       for side in ("pred", "truth")))
+    out["swd"] = swd_of_images(patches["pred"], patches["truth"])
     out["pd"] = out["swd"] * out["ciede2000"] / 10
     return out
 
