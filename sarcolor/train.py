@@ -408,12 +408,12 @@ class Trainer:
             g["lr"] = lr
         self.gen.train()
         pred = None  # the colour loss scores class logits at 1/4 resolution, not an image
+        if r is None:  # colournet's renderings: none given, the first
+            r = torch.zeros(len(x), dtype=torch.long)
         if tc["loss"] == "colour":
-            r = torch.zeros(len(x), dtype=torch.long) if r is None else r
             logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
         elif self.detail:
-            r = torch.zeros(len(x), dtype=torch.long) if r is None else r
             pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
             self.disc.requires_grad_(False)
             d_fake, f_fake = self.disc(x[:, :1], luma_of(pred), features=True)
