@@ -37,6 +37,7 @@ from .data import CropDataset, PairRef, build_splits, load_config, read_pair, wr
 from .errors import SarColorError
 from .looks import luma_of
 from .models import (
+    LOOK_ARCHS,
     ModelConfig,
     PatchDiscriminator,
     SeedDiscriminator,
@@ -58,7 +59,7 @@ DEFAULTS: dict = {
     "model": {},  # ModelConfig fields; {"arch": "pix2pix-seed"} gives the prototype's config
     "data": {},
     "train": {
-        "loss": "sarcolor",  # "sarcolor", "pix2pix" or "colour" (colournet: rebalanced a*b* classes + L*)
+        "loss": "sarcolor",  # one of LOSS_ARCHS (below): the objective, which fixes the model.arch it trains
         "loss_weights": dict(losses.SARCOLOR_WEIGHTS),  # sarcolor loss: L1 + these x (1-SSIM, Lab, chroma)
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
@@ -71,6 +72,13 @@ DEFAULTS: dict = {
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
     },
 }
+# Each training objective and the architectures it trains: sarcolor (L1 + SSIM + Lab + chroma) and pix2pix
+# (the prototype's GAN + 100 L1) train full-image generators; colour (rebalanced a*b* classes + L*) and then
+# detail (the optical look's detail branch) train colournet; regress (a*b* and L* regression) contextnet.
+LOSS_ARCHS: dict[str, tuple[str, ...]] = {"sarcolor": ("sarcolornet", "pix2pix-seed"),
+                                          "pix2pix": ("pix2pix-seed", "sarcolornet"),
+                                          "colour": ("colournet",), "detail": ("colournet",),
+                                          "regress": ("contextnet",)}
 # Settings that change what a run computes; a resume with other values warns (it will not match the run).
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
                "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
@@ -326,11 +334,12 @@ class Trainer:
 
     def __init__(self, mcfg: ModelConfig, tc: dict, device: torch.device, *,
                  gen_state: dict[str, torch.Tensor] | None = None) -> None:
-        if tc["loss"] not in ("sarcolor", "pix2pix", "colour", "detail"):
-            raise SarColorError(f"train.loss {tc['loss']!r}: use sarcolor, pix2pix, colour or detail")
-        if (tc["loss"] in ("colour", "detail")) != (mcfg.arch == "colournet"):
-            raise SarColorError(f"train.loss {tc['loss']!r} does not fit model.arch {mcfg.arch!r} (colournet trains "
-                                "with the colour loss, then the detail loss, and only them)")
+        if tc["loss"] not in LOSS_ARCHS:
+            raise SarColorError(f"train.loss {tc['loss']!r}: use {', '.join(LOSS_ARCHS)}")
+        if mcfg.arch not in LOSS_ARCHS[tc["loss"]]:
+            fits = [loss for loss, archs in LOSS_ARCHS.items() if mcfg.arch in archs]
+            raise SarColorError(f"train.loss {tc['loss']!r} does not fit model.arch {mcfg.arch!r} (it trains with "
+                                f"{' or '.join(fits)})")
         if tc["loss"] == "detail" and not mcfg.detail:
             raise SarColorError("train.loss 'detail' trains the optical look's detail branch: set model.detail "
                                 "(its channels, e.g. 16) and start from a colour model with --init")
@@ -413,6 +422,9 @@ class Trainer:
         if tc["loss"] == "colour":
             logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
+        elif tc["loss"] == "regress":
+            ab, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
+            parts = losses.regress_loss(ab, light, y, v, self.gen.factor, tc["light_weight"])
         elif self.detail:
             pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
             self.disc.requires_grad_(False)
@@ -517,7 +529,7 @@ def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelCon
 
     model.eval()
     mcfg = mcfg or ModelConfig()
-    look = look or ("sar" if mcfg.arch == "colournet" else "optical")
+    look = look or ("sar" if mcfg.arch in LOOK_ARCHS else "optical")
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "ciede2000": [], "colour_error": [], "sharpness": []}
     patches: dict[str, list[list[np.ndarray]]] = {"pred": [], "truth": []}
     for i, (x, truth, render) in enumerate(items):
@@ -681,7 +693,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
 
     ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm, in_channels=mcfg.in_channels,
                      samples_per_epoch=tc["samples_per_epoch"], seed=seed, augment=bool(tc["augment"]),
-                     preload=_preload(tc["preload"]), renders=mcfg.renders if mcfg.arch == "colournet" else None,
+                     preload=_preload(tc["preload"]), renders=mcfg.renders if mcfg.arch in LOOK_ARCHS else None,
                      balance_sources=bool(tc["balance_sources"]))
     if tc["loss"] == "colour":
         trainer.set_colour_prior(colour_histogram(ds, trainer.gen.factor))
@@ -709,7 +721,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             tb = None
     # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
     # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
-    select_by = {"colour": "colour_error", "detail": "pd"}.get(tc["loss"], "ciede2000")
+    select_by = {"colour": "colour_error", "regress": "colour_error", "detail": "pd"}.get(tc["loss"], "ciede2000")
     val_look = "optical" if tc["loss"] == "detail" else None  # the detail stage changes the optical look only
     best = _best_val(csv_path, select_by) if rank == 0 else math.inf
 

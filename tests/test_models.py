@@ -278,3 +278,61 @@ def test_detail_branch_adds_only_the_sars_own_edges() -> None:
         step[..., 16:] = 0.7
         out = branch(step, coarse)[0, 0]
     assert out[:, 14:18].abs().max() > 1e-3 and out[:, :12].abs().max() < 1e-5 and out[:, 21:].abs().max() < 1e-5
+
+
+CONTEXT = ModelConfig(arch="contextnet", width=16, windows=(3, 7), renders=("a", "b"), render="b", name="ctx")
+
+
+def test_contextnet_features_are_the_sars_box_statistics() -> None:
+    """Per 4x4 block: mean and std of the normalised dB; then per window: mean of the block means, their std
+    and the mean block std. A flat image has no texture; a 4x4 checkerboard of blocks has it at the window
+    scale only; pixel-level noise is block texture."""
+    net = build_model(CONTEXT).eval()
+    flat = torch.full((1, 1, 32, 32), 0.3)
+    f = net.features(flat)
+    assert f.shape == (1, 2 + 3 * 2, 8, 8)
+    torch.testing.assert_close(f[:, [0, 2, 5]], torch.full((1, 3, 8, 8), 0.3))  # the means
+    assert f[:, [1, 3, 4, 6, 7]].max() < 2e-3  # no variation anywhere (std floor sqrt(1e-6))
+    blocks = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1  # +-1 per 4x4 block
+    f = net.features(blocks.repeat_interleave(4, 0).repeat_interleave(4, 1)[None, None])
+    assert f[:, 1].max() < 2e-3  # each block is flat inside
+    assert 0.9 < float(f[0, 3, 4, 4]) <= 1.0  # the 3x3-block window around an inner block: 5 vs 4 of each sign
+    noise = torch.where(torch.rand(1, 1, 32, 32) > 0.5, 1.0, -1.0)
+    assert float(net.features(noise)[:, 1].mean()) > 0.8
+
+
+def test_contextnet_gives_both_looks_renderings_and_roundtrips(tmp_path: Path) -> None:
+    from sarcolor.models import ContextNet, LookNet, predict_look
+
+    torch.manual_seed(0)
+    net = build_model(CONTEXT).eval()
+    assert isinstance(net, ContextNet) and isinstance(net, LookNet) and net.multiple == 4
+    x = torch.rand(1, 1, 37, 50) * 2 - 1
+    with torch.no_grad():
+        net.render_embed.weight.normal_()
+        sar, opt = predict_look(net, CONTEXT, x, "sar"), predict_look(net, CONTEXT, x, "optical")
+        ab, light = net(x, look="colour")
+        a = predict_look(net, CONTEXT, x, "sar", "a")
+    assert sar.shape == opt.shape == (1, 3, 37, 50) and not torch.equal(sar, opt)
+    assert ab.shape == (1, 2, 10, 13) and ab.abs().max() <= 60 and 0 <= light.min() and light.max() <= 100
+    assert not torch.equal(a, sar)  # renderings differ; the default is "b"
+    with pytest.raises(SarColorError, match="render 'sen12': this model knows a, b"):
+        predict_look(net, CONTEXT, x, "sar", "sen12")
+    save_model(tmp_path / "ctx.safetensors", net, CONTEXT)
+    net2, cfg2 = load_model(tmp_path / "ctx.safetensors")
+    assert cfg2.windows == (3, 7) and cfg2.arch == "contextnet"
+    with torch.no_grad():
+        torch.testing.assert_close(predict_look(net2, cfg2, x, "optical", "a"),
+                                   predict_look(net, CONTEXT, x, "optical", "a"))
+
+
+def test_contextnet_does_not_depend_on_the_crop_beyond_its_windows() -> None:
+    """Its widest window is 7 blocks (28 px): a place farther than that from the crop's edge gets the same
+    colour in a small crop as in a big one."""
+    torch.manual_seed(0)
+    net = build_model(CONTEXT).eval()
+    x = torch.rand(1, 1, 128, 128) * 2 - 1
+    with torch.no_grad():
+        big, _ = net(x, look="colour")
+        small, _ = net(x[..., 32:96, 32:96], look="colour")
+    torch.testing.assert_close(big[..., 12:20, 12:20], small[..., 4:12, 4:12], atol=1e-4, rtol=1e-4)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import datagen
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -370,8 +371,41 @@ def test_colour_model_trains_on_sources_with_renderings(tmp_path: Path, data_dir
 
 
 def test_colour_loss_needs_the_colour_model(tmp_path: Path, data_dir: Path) -> None:
-    with pytest.raises(SarColorError, match="train.loss 'colour' does not fit model.arch 'sarcolornet'"):
+    with pytest.raises(SarColorError, match="train.loss 'colour' does not fit model.arch 'sarcolornet' "
+                                            r"\(it trains with sarcolor or pix2pix\)"):
         run(make_config(tmp_path, data_dir, loss="colour"))
+    with pytest.raises(SarColorError, match="train.loss 'regress' does not fit model.arch 'sarcolornet'"):
+        run(make_config(tmp_path, data_dir, loss="regress"))
+    with pytest.raises(SarColorError, match="train.loss 'hinge': use sarcolor, pix2pix, colour, detail, regress"):
+        run(make_config(tmp_path, data_dir, loss="hinge"))
+
+
+def test_context_model_trains_by_regression_and_keeps_the_best(tmp_path: Path, data_dir: Path) -> None:
+    """contextnet + the regress loss: the loss falls, validation selects by the colour error alone, and the
+    exported model colours in both looks."""
+    cfg = {
+        "run_dir": "run", "seed": 1,
+        "model": {"arch": "contextnet", "width": 8, "windows": [3, 5], "renders": ["r1"], "render": "r1",
+                  "name": "tiny-context"},
+        "data": {"sources": [{"root": str(data_dir), "layout": "folders", "groups_csv": "groups.csv",
+                              "group_column": "tile", "render": "r1"}], "val": {"groups": ["B"]}},
+        "train": {"loss": "regress", "steps": 30, "batch_size": 4, "crop": 32, "samples_per_epoch": 16,
+                  "lr": 1e-2, "warmup": 2, "ckpt_every": 10, "val_every": 10, "val_crop": 32, "log_every": 1,
+                  "threads": 1},
+    }
+    run_dir = run(datagen.write_config(tmp_path / "ctx.yaml", cfg))
+    rows = read_log(run_dir)
+    losses_ = [float(r["loss"]) for r in rows if r.get("loss")]
+    assert np.mean(losses_[-5:]) < np.mean(losses_[:5])
+    vals = [float(r["val_colour_error"]) for r in rows if r.get("val_colour_error")]
+    _, meta = load_checkpoint(run_dir / "best.safetensors")
+    assert len(vals) == 3 and round(meta["val"]["colour_error"], 4) == pytest.approx(min(vals), abs=1e-4)
+    model, mcfg = load_model(run_dir / "model.safetensors")
+    from sarcolor.colorize import colorize_array
+
+    sar = datagen.sar_image(40, 40, seed=3).astype("float32")
+    sar_look, optical = (colorize_array(model, mcfg, sar, scale="8bit", look=k) for k in ("sar", "optical"))
+    assert sar_look.shape == optical.shape == (40, 40, 3) and not (sar_look == optical).all()
 
 
 def test_detail_stage_sharpens_the_optical_look_and_leaves_the_colour(tmp_path: Path, data_dir: Path) -> None:
