@@ -22,8 +22,9 @@ from bench_inference_speed import scene
 
 from sarcolor.colorize import colorize_paths
 
-# today's default is colournet; the first variant is the default of before (the baseline of the ratios)
-VARIANTS = [("sarcolornet", "optical"), ("sarcolornet", "sar"), ("default", "sar"), ("default", "optical")]
+# today's default is contextnet; the first variant is sarcolornet, the default when the looks issue was written
+# (the baseline of the ratios); colournet is the default of session 6
+VARIANTS = [("sarcolornet", "optical"), ("colournet", "sar"), ("default", "sar"), ("default", "optical")]
 
 
 def main() -> None:

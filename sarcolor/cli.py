@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True,
                    help="output file (.tif/.tiff -> GeoTIFF, .png/.jpg -> 8-bit RGB), or a folder")
     c.add_argument("--model", default="default",
-                   help="a shipped model (default = colournet; sarcolornet) or a .safetensors file (default: default)")
+                   help="a shipped model (default = contextnet; colournet, sarcolornet) or a .safetensors file "
+                        "(default: default)")
     c.add_argument("--look", default="sar", choices=LOOKS,
                    help="sar: lightness from the SAR, colour from the model; optical: the full optical-like "
                         "prediction (default: sar)")

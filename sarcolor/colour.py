@@ -46,6 +46,12 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(1e-8) ** (1 / 2.4) - 0.055, 12.92 * lin).clamp(0, 1)
 
 
+def lab_blocks(rgb: torch.Tensor, valid: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB in [-1, 1] (N, 3, H, W) -> its mean Lab per ``factor`` x ``factor`` block (N, 3, h, w) and the
+    blocks that are wholly valid (N, 1, h, w): what the colour models are scored against."""
+    return F.avg_pool2d(rgb_to_lab(rgb), factor), (F.avg_pool2d(valid, factor) > 0.999).float()
+
+
 def ab_grid() -> torch.Tensor:
     """(Q, 2) a*b* centres of the bins, a varying slowest."""
     a = torch.arange(A_RANGE[0], A_RANGE[1] + 1e-6, AB_STEP)

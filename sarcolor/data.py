@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from .colour import lab_blocks
 from .errors import SarColorError
 from .preprocess import SCALES, scene_input
 from .raster import gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
@@ -570,6 +571,11 @@ class CropDataset(torch.utils.data.Dataset):
                 idx = [i for i, n in enumerate(names) if n == name]
                 self.weights[idx] = areas[idx] / areas[idx].sum() / len(set(names))
 
+    @property
+    def in_memory(self) -> bool:
+        """Every sample is cut from memory (no reading: background loader processes would only cost)."""
+        return self.items is not None
+
     def _pair(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.items[k] if self.items is not None else _training_arrays(self.refs[k], self.input_norm)
 
@@ -602,6 +608,50 @@ class CropDataset(torch.utils.data.Dataset):
         xs = np.repeat(np.ascontiguousarray(xs)[None], self.in_channels, 0)
         return (torch.from_numpy(xs), torch.from_numpy(np.ascontiguousarray(ys)),
                 torch.from_numpy(np.ascontiguousarray(vs)), torch.tensor(self.render_idx[pair]))
+
+
+class PixelDataset(CropDataset):
+    """Training samples for a model whose input is context statistics without weights (contextnet): the
+    statistics (``features``: normalised SAR (1, 1, H, W) -> (1, C, H/f, W/f)) and the truth's block Lab are
+    computed once per whole training pair, so every window sees the real context it sees at inference (a crop
+    would cut a 2.5 km window short). A sample is ``pixels`` random valid blocks of one pair, drawn as
+    ``CropDataset`` draws pairs (by area, optionally each source equally often; the same samples for the same
+    (seed, epoch, index)); a batch of them mixes many scenes, so no step is about one scene's colour balance.
+    Returns (statistics (C, 1, pixels), Lab (3, 1, pixels), valid (1, 1, pixels), rendering index)."""
+
+    def __init__(self, refs: list[PairRef], *, features: Callable[[torch.Tensor], torch.Tensor], factor: int,
+                 pixels: int, input_norm: str, samples_per_epoch: int, seed: int = 0,
+                 renders: Sequence[str] | None = None, balance_sources: bool = False) -> None:
+        super().__init__(refs, crop=factor, input_norm=input_norm, in_channels=1, samples_per_epoch=samples_per_epoch,
+                         seed=seed, augment=False, preload=True, renders=renders, balance_sources=balance_sources)
+        self.pixels = pixels
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            for x, opt, valid in self.items:
+                h, w = x.shape[0] // factor * factor, x.shape[1] // factor * factor
+                if not h or not w:
+                    raise SarColorError(f"a training pair is smaller than {factor} px")
+                feats = features(torch.from_numpy(x[:h, :w].astype(np.float32))[None, None])[0]
+                rgb = torch.from_numpy(opt[:h, :w].astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+                lab, keep = lab_blocks(rgb, torch.from_numpy(valid[:h, :w].astype(np.float32))[None, None], factor)
+                kept = keep[0, 0].flatten() > 0
+                self.blocks.append((feats.flatten(1)[:, kept].contiguous(), lab[0].flatten(1)[:, kept].contiguous()))
+        self.items = None  # the statistics are all that training needs now
+        empty = [r.name for r, (f, _) in zip(self.refs, self.blocks, strict=True) if f.shape[1] == 0]
+        if empty:
+            raise SarColorError(f"training pair(s) without a wholly valid {factor}x{factor} block: {empty[:3]}")
+
+    @property
+    def in_memory(self) -> bool:
+        return True
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        pair = rng.choice(len(self.refs), p=self.weights)
+        feats, lab = self.blocks[pair]
+        idx = torch.from_numpy(rng.integers(0, feats.shape[1], self.pixels))
+        return (feats[:, idx][:, None], lab[:, idx][:, None], torch.ones(1, 1, self.pixels),
+                torch.tensor(self.render_idx[pair]))
 
 
 def _padded(x: np.ndarray, opt: np.ndarray, valid: np.ndarray, size: int

@@ -8,7 +8,7 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 
-from .colour import rgb_to_lab, soft_encode
+from .colour import lab_blocks, rgb_to_lab, soft_encode
 from .looks import luma_of
 
 
@@ -86,12 +86,6 @@ def pix2pix_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> to
     return bce_gan(d_real, True) + bce_gan(d_fake, False)
 
 
-def lab_blocks(target: torch.Tensor, valid: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optical RGB in [-1, 1] (N, 3, H, W) -> its mean Lab per ``factor`` x ``factor`` block (N, 3, h, w) and
-    the blocks that are wholly valid (N, 1, h, w): what the colour models are scored against."""
-    return F.avg_pool2d(rgb_to_lab(target), factor), (F.avg_pool2d(valid, factor) > 0.999).float()
-
-
 def colour_targets(target: torch.Tensor, valid: torch.Tensor, factor: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Optical RGB in [-1, 1] (N, 3, H, W) -> its a*b* bin weights (N, Q, h, w) and L* (N, 1, h, w) at
@@ -114,12 +108,11 @@ def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Ten
     return parts
 
 
-def regress_loss(ab: torch.Tensor, lightness: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                 factor: int = 4, l_weight: float = 1.0) -> dict[str, torch.Tensor]:
-    """The context model's loss: squared a*b* error / 100 against the truth's block means at 1/``factor``
-    resolution (the conditional mean: the least colour error where the SAR cannot say more) + ``l_weight`` x
-    L1 of the optical L* / 100."""
-    lab, keep = lab_blocks(target, valid, factor)
+def regress_loss(ab: torch.Tensor, lightness: torch.Tensor, lab: torch.Tensor, keep: torch.Tensor,
+                 l_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """The context model's loss against the truth's Lab (``lab_blocks``: block means at the model's
+    resolution, ``keep`` the valid ones): squared a*b* error / 100 (the conditional mean: the least colour
+    error where the SAR cannot say more) + ``l_weight`` x L1 of the optical L* / 100."""
     parts = {"ab": _masked_mean(((ab - lab[:, 1:]) ** 2).sum(1, keepdim=True) / 100, keep),
              "light": _masked_mean((lightness - lab[:, :1]).abs() / 100, keep)}
     parts["total"] = parts["ab"] + l_weight * parts["light"]

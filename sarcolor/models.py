@@ -20,9 +20,11 @@ from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The default is colournet (trained on every shared source; "colournet" is its name of the last release);
-# sarcolornet is the default of before, kept for comparison (docs/model-card-sarcolornet.md).
-SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "colournet": WEIGHTS_DIR / "default.safetensors",
+# The default is contextnet (colour from the SAR's context statistics, trained on every shared source);
+# colournet is the default of before (session 6), sarcolornet the one before it; both kept for comparison
+# (docs/model-card-colournet.md, docs/model-card-sarcolornet.md).
+SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "contextnet": WEIGHTS_DIR / "default.safetensors",
+           "colournet": WEIGHTS_DIR / "colournet.safetensors",
            "sarcolornet": WEIGHTS_DIR / "sarcolornet.safetensors"}
 
 
@@ -312,13 +314,6 @@ class ColourNet(LookNet):
         return annealed_mean(logits, self.cfg.temperature), light
 
 
-def _box(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a size x size window (odd size), edges replicated; separable, so a wide window stays cheap."""
-    r = size // 2
-    x = F.avg_pool2d(F.pad(x, (0, 0, r, r), mode="replicate"), (size, 1), stride=1)
-    return F.avg_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, size), stride=1)
-
-
 class ContextNet(LookNet):
     """SAR (1 channel, normalised) -> a*b* and optical L* at 1/4 resolution from the statistics of the SAR
     around each place; both looks.
@@ -329,10 +324,10 @@ class ContextNet(LookNet):
     normalised dB, then, over square windows of ``windows`` blocks (40 m .. 2.5 km for 10 m pixels), the
     mean of the block means, their standard deviation and the mean block texture. A per-pixel MLP (1x1
     convolutions, ``width`` channels, a learned bias per optical rendering) maps them to a*b* and L*,
-    trained as a regression (``train.loss: regress``). So few weights (about 10k) learn land cover, not the
-    training scenes: on held-out scenes of every source it beat the per-source colour floors where the
-    330k-weight ColourNet could not (model card). Windows use replicate padding: nothing depends on the crop
-    or tile size beyond the edge pixels' context.
+    trained as a regression (``train.loss: regress``) on statistics computed once over whole training
+    scenes (``data.PixelDataset``), so every window sees the real context it sees at inference. So few
+    weights (about 5k) learn land cover, not the training scenes: on held-out scenes of every source its
+    colour is closer than the 330k-weight ColourNet's (model card). Windows use replicate padding.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -353,18 +348,29 @@ class ContextNet(LookNet):
         s0 = (F.avg_pool2d(x * x, self.factor) - m0 * m0).clamp_min(0).add(1e-6).sqrt()
         feats = [m0, s0]
         for size in self.cfg.windows:
-            m, q, t = _box(torch.cat([m0, m0 * m0, s0], 1), size).split(1, 1)
+            m, q, t = looks.box_filter(torch.cat([m0, m0 * m0, s0], 1), size // 2).split(1, 1)
             feats += [m, (q - m * m).clamp_min(0).add(1e-6).sqrt(), t]
         return torch.cat(feats, 1)
 
-    def raw(self, x: torch.Tensor, render: torch.Tensor | int | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-        render = self._render_tensor(x, render)
-        out = self.mlp(self.inp(self.features(x)) + self.render_embed(render)[:, :, None, None])
+    def head(self, feats: torch.Tensor, render: torch.Tensor | int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context statistics (N, C, h, w) -> (a*b* (N, 2, h, w), L* (N, 1, h, w))."""
+        render = self._render_tensor(feats, render)
+        out = self.mlp(self.inp(feats) + self.render_embed(render)[:, :, None, None])
         # a*b* in the range of land-cover colours; L* within 0..100
         return 60.0 * torch.tanh(out[:, :2] / 60.0), 50.0 + 50.0 * torch.tanh(out[:, 2:] / 50.0)
 
+    def raw(self, x: torch.Tensor, render: torch.Tensor | int | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.features(x), render)
+
     ab_light = raw
+
+    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if look == "head":  # training: precomputed context statistics (``features``) -> (a*b*, L*)
+            return self.head(x, render)
+        return super().forward(x, look, render)
 
 
 class DetailBranch(nn.Module):

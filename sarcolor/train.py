@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from . import losses
 from .colorize import resolve_device, to_uint8
 from .colour import ab_grid, rebalance_weights
-from .data import CropDataset, PairRef, build_splits, load_config, read_pair, write_split
+from .data import CropDataset, PairRef, PixelDataset, build_splits, load_config, read_pair, write_split
 from .errors import SarColorError
 from .looks import luma_of
 from .models import (
@@ -64,6 +64,7 @@ DEFAULTS: dict = {
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
         "batch_size": 8, "crop": 256, "samples_per_epoch": 4000, "augment": True,
+        "pixels": 256,  # regress loss: the blocks one sample draws from one whole training pair
         "preload": "auto",  # keep training pairs in memory: true, false (read per sample) or auto (by size)
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
         "ema": 0.999, "gan_weight": 0.0, "threads": 0,
@@ -422,9 +423,9 @@ class Trainer:
         if tc["loss"] == "colour":
             logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
-        elif tc["loss"] == "regress":
-            ab, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
-            parts = losses.regress_loss(ab, light, y, v, self.gen.factor, tc["light_weight"])
+        elif tc["loss"] == "regress":  # x: context statistics, y: the truth's block Lab (data.PixelDataset)
+            ab, light = self.ddp_gen(x, look="head", render=r.to(self.device))
+            parts = losses.regress_loss(ab, light, y, v, tc["light_weight"])
         elif self.detail:
             pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
             self.disc.requires_grad_(False)
@@ -691,17 +692,24 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     if world > 1:
         trainer.wrap_ddp()
 
-    ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm, in_channels=mcfg.in_channels,
-                     samples_per_epoch=tc["samples_per_epoch"], seed=seed, augment=bool(tc["augment"]),
-                     preload=_preload(tc["preload"]), renders=mcfg.renders if mcfg.arch in LOOK_ARCHS else None,
-                     balance_sources=bool(tc["balance_sources"]))
+    renders = mcfg.renders if mcfg.arch in LOOK_ARCHS else None
+    if tc["loss"] == "regress":  # contextnet: its statistics have no weights, so they are computed once
+        ds: CropDataset = PixelDataset(
+            splits["train"], features=trainer.gen.features, factor=trainer.gen.factor, pixels=int(tc["pixels"]),
+            input_norm=mcfg.input_norm, samples_per_epoch=tc["samples_per_epoch"], seed=seed, renders=renders,
+            balance_sources=bool(tc["balance_sources"]))
+    else:
+        ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm,
+                         in_channels=mcfg.in_channels, samples_per_epoch=tc["samples_per_epoch"], seed=seed,
+                         augment=bool(tc["augment"]), preload=_preload(tc["preload"]), renders=renders,
+                         balance_sources=bool(tc["balance_sources"]))
     if tc["loss"] == "colour":
         trainer.set_colour_prior(colour_histogram(ds, trainer.gen.factor))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     batches_per_epoch = len(sampler) // bs
     # Pairs read per sample are decoded by background workers while the step runs; a sample depends only on
     # (seed, epoch, index), so the batches are the same as in the process itself.
-    workers = 0 if ds.items is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
+    workers = 0 if ds.in_memory else max(1, min(4, (os.cpu_count() or 2) // 2))
     multiple = int(getattr(trainer.gen, "multiple", 1))
     val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if (rank == 0 and splits["val"]) else []
 

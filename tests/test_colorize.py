@@ -653,8 +653,9 @@ def test_a_nan_hole_only_changes_colours_within_the_models_reach(look: str) -> N
     yy, xx = np.mgrid[0:320, 0:320]
     dist = np.maximum(np.maximum(140 - yy, yy - 179), np.maximum(140 - xx, xx - 179))
     assert not valid[140:180, 140:180].any()
-    # The default model reads about 1 km of context (dilations at 1/16 resolution): its colour may move by a
-    # few levels within ~100 px of the hole, by at most 1/255 beyond 128 px.
-    assert diff[dist >= 128].max() <= 1 and diff[dist >= 32].mean() < 1.0 and diff[dist >= 96].mean() < 0.75
+    # The default model reads box statistics up to 2.5 km wide, where the filled hole is a small part of
+    # each window: its colour moves by a few levels next to the hole, by at most 1/255 beyond 32 px (measured:
+    # sar 16 levels beside it, 3 within 8 px; optical 11 and 8).
+    assert diff[dist >= 32].max() <= 1 and diff[dist >= 32].mean() < 1.0 and diff[dist >= 8].max() <= 10
     # (the sar look's grey is a direct function of the scene's dB percentiles, which the hole moves a little:
     # far from it, a difference of at most 1/255 in about 70% of the pixels; its Lee filter reaches 2 px)

@@ -1,7 +1,7 @@
-"""The shipped models: they load from the package alone; the default (colournet, trained on every shared source)
-colours unseen sources better than the earlier default (sarcolornet, kept as ``sarcolornet``), which still
-beats the intensity-lookup baseline on its own held-out scenes; no tile seams. Skips where ../shared/data is
-absent."""
+"""The shipped models: they load from the package alone; the default (contextnet, trained on every shared
+source) colours held-out sources better than the earlier defaults (colournet and sarcolornet, kept under those
+names); sarcolornet still beats the intensity-lookup baseline on its own held-out scenes; no tile seams.
+Skips where ../shared/data is absent."""
 
 from __future__ import annotations
 
@@ -18,17 +18,20 @@ from sarcolor.evaluate import IntensityLookup, fit_baselines, pair_valid, sar_di
 from sarcolor.models import SHIPPED, count_params, load_model
 
 
-@pytest.mark.parametrize(("name", "arch"), [("default", "colournet"), ("colournet", "colournet"),
-                                            ("sarcolornet", "sarcolornet")])
-def test_shipped_models_load_from_the_package_alone(name: str, arch: str) -> None:
+@pytest.mark.parametrize(("name", "arch", "params"), [("default", "contextnet", 5_000),
+                                                      ("contextnet", "contextnet", 5_000),
+                                                      ("colournet", "colournet", 300_000),
+                                                      ("sarcolornet", "sarcolornet", 900_000)])
+def test_shipped_models_load_from_the_package_alone(name: str, arch: str, params: int) -> None:
     model, cfg = load_model(name)
     assert SHIPPED[name].stat().st_size <= 25 * 1024 * 1024
     assert cfg.arch == arch and cfg.in_channels == 1
-    assert count_params(model) > 100_000  # a real network, not a stub
+    assert count_params(model) > params  # the trained network, not a stub
     x = np.linspace(0, 255, 96 * 80, dtype=np.float32).reshape(96, 80)
     for look in ("sar", "optical"):
         rgb = colorize_array(model, cfg, x, scale="8bit", look=look)
         assert rgb.shape == (96, 80, 3) and rgb.dtype == np.uint8
+        assert rgb.reshape(-1, 3).std(0).max() > 5  # the colour follows the SAR, not one constant
 
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sarcolornet.yaml"
@@ -90,19 +93,25 @@ def test_sarcolornet_beats_intensity_lookup_on_held_out_tile(held_out) -> None:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_default_colours_unseen_bigearthnet_better_than_sarcolornet() -> None:
-    """The default (colournet, trained on every source) on the held-out BigEarthNet tiles (VH): its sar look's
-    colour error alone is well below sarcolornet's, which never saw that source (8.9 vs 18.7 in its model card).
-    Against the per-source baselines it is not better by the colour-SAR issue's margin (the card says so)."""
+def test_default_colours_held_out_bigearthnet_better_than_the_floor_and_sarcolornet() -> None:
+    """The default (contextnet, trained on every source) on the held-out BigEarthNet tiles (VH): its sar look's
+    colour error alone is at most 0.9x the better per-source floor (the intensity lookup fitted on BigEarthNet
+    VH's training part: 9.25 in the model card, the default 7.13) and far below sarcolornet's, which never saw
+    that source (18.7); its chroma is within 0.8-1.25 of the truth's (the colour-SAR issue's bars)."""
     config = CONFIG.parent / "colournet.yaml"
     if not (SHARED_DATA / "bigearthnet").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA / 'bigearthnet'}")
     splits = build_splits(load_config(config)["data"], config.parent)
     refs = [p for p in splits["val"] if p.source == "bigearthnet-vh"]
     assert len(refs) == 13
+    lookup = IntensityLookup()
+    for ref in (p for p in splits["train"] if p.source == "bigearthnet-vh"):
+        sar, sv, opt, ov, scale = read_pair(ref)
+        lookup.update(sar_display(sar, sv, scale), opt, pair_valid(sv, opt, ov))
+    lookup.finish()
     colour, ccfg = load_model("default")
     old, ocfg = load_model("sarcolornet")
-    errors: dict[str, list[float]] = {"default": [], "sarcolornet": []}
+    errors: dict[str, list[float]] = {"default": [], "sarcolornet": [], "lookup": [], "chroma": []}
     for ref in refs:
         sar, sv, opt, ov, scale = read_pair(ref)
         valid = pair_valid(sv, opt, ov)
@@ -110,8 +119,11 @@ def test_default_colours_unseen_bigearthnet_better_than_sarcolornet() -> None:
         theirs = colorize_array(old, ocfg, sar, valid=sv, scale=scale, look="sar")
         errors["default"].append(metrics.colour_error(ours, opt, valid))
         errors["sarcolornet"].append(metrics.colour_error(theirs, opt, valid))
+        errors["lookup"].append(metrics.colour_error(lookup.predict(sar, sv, scale), opt, valid))
+        errors["chroma"].append(metrics.chroma_ratio(ours, opt, valid))
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
-    assert mean["default"] < 0.7 * mean["sarcolornet"], mean
+    assert mean["default"] < 0.9 * mean["lookup"] and mean["default"] < 0.5 * mean["sarcolornet"], mean
+    assert 0.8 < mean["chroma"] < 1.25, mean
 
 
 @pytest.mark.slow
@@ -137,7 +149,7 @@ def test_default_shows_no_tile_seams_on_a_4096_scene(look: str) -> None:
     m = engine.EDGE_MARGIN
     size = best_tile(4096 + 2 * m, 4096 + 2 * m, cfg.tile, min(cfg.overlap, cfg.tile // 2), model.multiple)
     starts = [s - m for s in axis_starts(4096 + 2 * m, size, min(cfg.overlap, cfg.tile // 2))]
-    assert len(starts) >= 8
+    assert len(starts) >= 4  # several tile borders on each axis (1024 px tiles for the default)
     for axis in (0, 1):
         d = np.abs(np.diff(rgb, axis=axis)).mean(axis=(1 - axis, 2))
         edges = sorted(e for e in {s - 1 for s in starts[1:]} | {s + size - 1 for s in starts[:-1]}
