@@ -321,7 +321,7 @@ class ContextNet(LookNet):
     What tells land cover apart in SAR is how bright a place is and how that brightness varies, over tens of
     metres (texture) to a kilometre or two (fields, towns, hills, water bodies). The features are those
     statistics, computed without learned weights: per 4x4 block the mean and standard deviation of the
-    normalised dB, then, over square windows of ``windows`` blocks (40 m .. 2.5 km for 10 m pixels), the
+    normalised dB, then, over square windows of ``windows`` blocks (120 m .. 2.5 km for 10 m pixels), the
     mean of the block means, their standard deviation and the mean block texture. A per-pixel MLP (1x1
     convolutions, ``width`` channels, a learned bias per optical rendering) maps them to a*b* and L*,
     trained as a regression (``train.loss: regress``) on statistics computed once over whole training
@@ -497,7 +497,7 @@ class PatchDiscriminator(nn.Module):
 # The single place where an architecture name becomes a class.
 ARCHS = {"sarcolornet": SarColorNet, "colournet": ColourNet, "contextnet": ContextNet, "pix2pix-seed": Pix2PixUNet}
 # The architectures that predict colour at reduced resolution and give both looks themselves (``LookNet``).
-LOOK_ARCHS = ("colournet", "contextnet")
+LOOK_ARCHS = tuple(name for name, cls in ARCHS.items() if issubclass(cls, LookNet))
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
