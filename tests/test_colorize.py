@@ -656,6 +656,7 @@ def test_a_nan_hole_only_changes_colours_within_the_models_reach(look: str) -> N
     # The default model reads box statistics up to 2.5 km wide, where the filled hole is a small part of
     # each window: its colour moves by a few levels next to the hole, by at most 1/255 beyond 32 px (measured:
     # sar 16 levels beside it, 3 within 8 px; optical 11 and 8).
-    assert diff[dist >= 32].max() <= 1 and diff[dist >= 32].mean() < 1.0 and diff[dist >= 8].max() <= 10
+    far_mean = 0.5 if look == "optical" else 1.0
+    assert diff[dist >= 32].max() <= 1 and diff[dist >= 32].mean() < far_mean and diff[dist >= 8].max() <= 10
     # (the sar look's grey is a direct function of the scene's dB percentiles, which the hole moves a little:
     # far from it, a difference of at most 1/255 in about 70% of the pixels; its Lee filter reaches 2 px)
