@@ -171,7 +171,10 @@ def _predict(model: nn.Module, cfg: ModelConfig, batch: np.ndarray, device: torc
         yi = torch.flip(yi, dims) if dims else yi
         y = yi if y is None else y + yi
     assert y is not None
-    y = (y.float() / len(flips) + 1.0) * 0.5  # tanh [-1, 1] -> [0, 1]
+    y = y.float()
+    if len(flips) > 1:
+        y /= len(flips)
+    y = y.add_(1.0).mul_(0.5)  # tanh [-1, 1] -> [0, 1], in place (a full-resolution tile)
     return y.contiguous().cpu().numpy()
 
 

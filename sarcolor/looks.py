@@ -53,32 +53,33 @@ def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
 def lee_filter(x: torch.Tensor, size: int = LEE_SIZE, noise: float = LEE_NOISE) -> torch.Tensor:
     """Lee's speckle filter on a log-domain image (N, 1, H, W): the local mean where the local variance is
     speckle, the pixel itself where it is structure (edges, point targets)."""
-    r = size // 2
-    mean = box_filter(x, r)
-    var = (box_filter(x * x, r) - mean * mean).clamp_min(0)
-    k = ((var - noise * noise) / var.clamp_min(1e-6)).clamp(0, 1)
-    return mean + k * (x - mean)
+    mean, sq = box_filter(torch.cat([x, x * x], 1), size // 2).split(1, 1)  # one pass for both moments
+    var = sq.sub_(mean * mean).clamp_min_(0)
+    k = (var - noise * noise).div_(var.clamp_min_(1e-6)).clamp_(0, 1)
+    return torch.addcmul(mean, k, x - mean)
 
 
 def sar_lightness(x: torch.Tensor) -> torch.Tensor:
     """Normalised SAR (N, 1, H, W) -> display grey (N, 1, H, W) in [0, 1]: Lee-filtered, then the tone curve."""
-    t = ((lee_filter(x) + 1) * 0.5).clamp(0, 1.15) / 1.15
-    return GREY_DARK + (GREY_BRIGHT - GREY_DARK) * t ** TONE_GAMMA
+    t = lee_filter(x).add_(1).mul_(0.5 / 1.15).clamp_(0, 1)  # [-1, 1.3] -> [0, 1]
+    return t.pow_(TONE_GAMMA).mul_(GREY_BRIGHT - GREY_DARK).add_(GREY_DARK)
 
 
 def guided_upsample(guide: torch.Tensor, src: torch.Tensor, factor: int, radius: int = GUIDE_RADIUS,
-                    eps: float = GUIDE_EPS) -> torch.Tensor:
+                    eps: float = GUIDE_EPS, guide_lo: torch.Tensor | None = None) -> torch.Tensor:
     """Fast guided filter (He and Sun 2015): ``src`` (N, C, h, w) at 1/``factor`` resolution -> full resolution,
-    locally an affine function of ``guide`` (N, 1, H, W) in [0, 1], so its edges follow the guide's."""
-    g_lo = F.avg_pool2d(guide, factor)
+    locally an affine function of ``guide`` (N, 1, H, W) in [0, 1], so its edges follow the guide's.
+    ``guide_lo``: the guide's ``factor``-mean, where the caller has it already."""
+    g_lo = F.avg_pool2d(guide, factor) if guide_lo is None else guide_lo
     mean_g, mean_s = box_filter(g_lo, radius), box_filter(src, radius)
     cov = box_filter(g_lo * src, radius) - mean_g * mean_s
     var = box_filter(g_lo * g_lo, radius) - mean_g * mean_g
     a = cov / (var + eps)
     b = mean_s - a * mean_g
-    size = guide.shape[-2:]
-    a = F.interpolate(box_filter(a, radius), size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(box_filter(b, radius), size=size, mode="bilinear", align_corners=False)
+    # both coefficient maps to full resolution in one pass
+    ab = F.interpolate(box_filter(torch.cat([a, b], 1), radius), size=guide.shape[-2:], mode="bilinear",
+                       align_corners=False)
+    a, b = ab.split(src.shape[1], 1)
     return torch.addcmul(b, a, guide)
 
 
@@ -118,7 +119,7 @@ def sar_look(grey: torch.Tensor, ab: torch.Tensor, factor: int) -> torch.Tensor:
     lo_grey = F.avg_pool2d(grey, factor)
     lo_l = rgb_to_lab(lo_grey.expand(-1, 3, -1, -1) * 2 - 1)[:, :1]  # L* of that grey
     _, chroma = lab_chroma(lo_l, ab)
-    return with_grey(grey, guided_upsample(grey, chroma, factor))
+    return with_grey(grey, guided_upsample(grey, chroma, factor, guide_lo=lo_grey))
 
 
 def sar_look_from_rgb(x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:

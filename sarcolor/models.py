@@ -350,13 +350,15 @@ class ContextNet(LookNet):
         for size in self.cfg.windows:
             m, q, t = looks.box_filter(torch.cat([m0, m0 * m0, s0], 1), size // 2).split(1, 1)
             feats += [m, (q - m * m).clamp_min(0).add(1e-6).sqrt(), t]
-        return torch.cat(feats, 1)
+        # channels-last as the model's weights at inference: the 1x1 convolutions are then plain matrix products
+        return torch.cat(feats, 1).contiguous(memory_format=torch.channels_last)
 
     def head(self, feats: torch.Tensor, render: torch.Tensor | int | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context statistics (N, C, h, w) -> (a*b* (N, 2, h, w), L* (N, 1, h, w))."""
         render = self._render_tensor(feats, render)
-        out = self.mlp(self.inp(feats) + self.render_embed(render)[:, :, None, None])
+        # In place: keeps the convolution's (channels-last) layout, which a broadcast add would not
+        out = self.mlp(self.inp(feats).add_(self.render_embed(render)[:, :, None, None]))
         # a*b* in the range of land-cover colours; L* within 0..100
         return 60.0 * torch.tanh(out[:, :2] / 60.0), 50.0 + 50.0 * torch.tanh(out[:, 2:] / 50.0)
 

@@ -205,6 +205,7 @@ class RasterSource:
         self.path = Path(path)
         self.name = str(path)
         self.ds = _open(self.path)
+        self._whole: tuple[np.ndarray, np.ndarray] | None = None  # the scene, once ``sample`` has read it whole
         try:
             self._setup(bands, polarisation, nodata)
         except BaseException:
@@ -276,7 +277,10 @@ class RasterSource:
         return valid
 
     def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows [y0, y1) at full width: (data in the file's dtype, valid mask)."""
+        """Rows [y0, y1) at full width: (data in the file's dtype, valid mask); read-only views when the whole
+        scene is held (a scene that ``sample`` read whole)."""
+        if self._whole is not None:
+            return self._whole[0][y0:y1], self._whole[1][y0:y1]
         window = Window(0, y0, self.width, y1 - y0)
         data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
         return _narrow(data, self._valid(data, window))
@@ -289,6 +293,11 @@ class RasterSource:
         a 20000 x 1100 scene), while strips read every block once, in bounded memory.
         """
         f = max(1, math.ceil(math.sqrt(self.height * self.width / max_pixels)))
+        if f == 1:  # the whole scene: kept (at most max_pixels), so the tile loop does not decode it again
+            data, valid = self.read_rows(0, self.height)
+            data.flags.writeable = valid.flags.writeable = False
+            self._whole = (data, valid)
+            return data, valid
         step = max(f, STRIP_ROWS // f * f)  # a multiple of f: the row grid stays regular across strips
         parts, masks = [], []
         for y0 in range(0, self.height, step):

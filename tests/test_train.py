@@ -408,20 +408,25 @@ def test_context_model_trains_by_regression_and_keeps_the_best(tmp_path: Path, d
     assert sar_look.shape == optical.shape == (40, 40, 3) and not (sar_look == optical).all()
 
 
-def test_detail_stage_sharpens_the_optical_look_and_leaves_the_colour(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize(("model", "colour_loss"), [
+    ({"arch": "colournet", "width": 8, "enc_depths": [1, 1], "name": "tiny-colour"}, "colour"),
+    ({"arch": "contextnet", "width": 8, "windows": [3, 5], "name": "tiny-context"}, "regress"),
+], ids=["colournet", "contextnet"])
+def test_detail_stage_sharpens_the_optical_look_and_leaves_the_colour(tmp_path: Path, data_dir: Path, model: dict,
+                                                                      colour_loss: str) -> None:
     """loss: detail fine-tunes a colour model's new detail branch only (adversarial + feature matching beside
     L1/SSIM): the sar look stays bit for bit, the optical look changes, validation logs sharpness, SWD and their
     pd score, and best.safetensors is the lowest pd. Without a detail branch it refuses in one line."""
     from sarcolor.models import predict_look
 
-    base = {"model": {"arch": "colournet", "width": 8, "enc_depths": [1, 1], "name": "tiny-colour"},
+    base = {"model": model,
             "data": {"sources": [{"root": str(data_dir), "layout": "folders", "groups_csv": "groups.csv",
                                   "group_column": "tile"}], "val": {"groups": ["B"]}},
             "seed": 1}
     tr = {"steps": 6, "batch_size": 2, "crop": 32, "samples_per_epoch": 8, "lr": 1e-2, "warmup": 1,
           "ckpt_every": 3, "val_every": 3, "val_crop": 32, "log_every": 1, "threads": 1}
     colour = run(datagen.write_config(tmp_path / "c.yaml", base | {"run_dir": "colour",
-                                                                   "train": tr | {"loss": "colour"}}))
+                                                                   "train": tr | {"loss": colour_loss}}))
     detail_cfg = base | {"run_dir": "detail", "model": base["model"] | {"detail": 4},
                          "train": tr | {"loss": "detail", "gan_weight": 0.1, "steps": 9}}
     run_dir = run(datagen.write_config(tmp_path / "d.yaml", detail_cfg), init=str(colour / "model.safetensors"))
