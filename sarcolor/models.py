@@ -327,7 +327,8 @@ class ContextNet(LookNet):
     trained as a regression (``train.loss: regress``) on statistics computed once over whole training
     scenes (``data.PixelDataset``), so every window sees the real context it sees at inference. So few
     weights (about 5k) learn land cover, not the training scenes: on held-out scenes of every source its
-    colour is closer than the 330k-weight ColourNet's (model card). Windows use replicate padding.
+    colour is closer than the 330k-weight ColourNet's (model card). Windows use replicate padding. With
+    ``detail`` it carries the optical look's detail branch (``DetailBranch``), trained as colournet's is.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:

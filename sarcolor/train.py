@@ -823,7 +823,9 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
             signal.signal(signal.SIGTERM, old_handler)
     if stop["sigterm"]:
         log.warning("stopped by SIGTERM at step %d; `--resume` continues", step)
-    if rank == 0 and val_items and step % tc["val_every"] != 0:
+    # A final validation of the last steps, unless preempted: a scheduler's grace period is short, and a resumed
+    # run validates at its own next interval.
+    if rank == 0 and val_items and step % tc["val_every"] != 0 and not stop["sigterm"]:
         scores = validate(trainer.ema, val_items, device, mcfg, val_look)
         keep_if_best(scores)
         with open(csv_path, "a", newline="") as f:

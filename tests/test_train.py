@@ -184,6 +184,35 @@ def test_sigkill_then_resume(tmp_path: Path, data_dir: Path) -> None:
     assert_same_state(straight, ck.parent)
 
 
+def test_sigterm_stops_at_once_with_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    """SIGTERM (a scheduler's preemption) ends the run at the end of the step, with a checkpoint and a one-line
+    message, and without the final validation (which could outlast the grace period); --resume continues."""
+    cfg = make_config(tmp_path, data_dir, steps=100000, ckpt_every=1000, val_every=1000, crop=24)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "sarcolor", "train", "--config", str(cfg), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    log_csv = tmp_path / "run" / "log.csv"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if log_csv.is_file() and len(log_csv.read_text().splitlines()) > 4:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended by itself: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and time.time() - t0 < 10
+    assert "stopped by SIGTERM at step" in err.decode() and "Traceback" not in err.decode()
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    rows = read_log(tmp_path / "run")
+    assert meta["step"] == max(int(r["step"]) for r in rows) and not any(r.get("val_psnr") for r in rows)
+    run(cfg, f"train.stop_at={meta['step'] + 2}", resume=True)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")[1]["step"] == meta["step"] + 2
+
+
 def test_export_then_load(tmp_path: Path, data_dir: Path) -> None:
     run_dir = run(make_config(tmp_path, data_dir, steps=3))
     out = tmp_path / "exported.safetensors"
