@@ -3,7 +3,7 @@
 Writes a SIZE x SIZE float32 dB GeoTIFF (tiled, deflate, NaN nodata in one corner) into a temporary folder,
 window by window so the generator itself stays small, then runs ``python -m sarcolor colorize`` on it in a
 subprocess and reports that subprocess's peak RSS (getrusage RUSAGE_CHILDREN) and megapixels per second.
-Uses the shipped default model (colournet) in the default (sar) look; without the weights file, a randomly
+Uses the shipped default model (contextnet) in the default (sar) look; without the weights file, a randomly
 initialised SarColorNet (the earlier default's architecture).
 
     python benchmarks/bench_colorize_large.py            # 20000 x 20000, the acceptance case (< 2 GB RSS)
