@@ -24,7 +24,11 @@ from .errors import SarColorError
 LOOKS = ("sar", "optical")
 
 LEE_SIZE = 5  # Lee filter window (pixels)
-LEE_NOISE = 0.12  # speckle std in normalised-dB units (~1.5 dB over a ~25 dB scene range): multi-looked GRD
+# Speckle std in normalised-dB units. Sentinel-1 GRD IW (ENL ~4.4) has ~2.2 dB of speckle; over the 1st-99th
+# percentile range of the shared sources (BigEarthNet ~18 dB, sih1733 ~26, SEN1-2 ~22) that is 0.17-0.24. (0.12,
+# used before, left the speckle as salt and pepper in the sar look. 8-bit linear exports such as volkov_s1s2's
+# span only ~8 dB, so their speckle is larger still: 0.2 smooths them less than they could be.)
+LEE_NOISE = 0.2
 GREY_DARK, GREY_BRIGHT = 0.04, 0.96  # display grey of the scene's 1st / 99th dB percentiles (water dark,
 TONE_GAMMA = 1.25  # built-up bright); gamma > 1 darkens the mid-tones toward optical imagery's typical grey
 GUIDE_RADIUS = 2  # guided-filter box radius at the colour's (reduced) resolution
