@@ -44,12 +44,17 @@ def main() -> None:
                 colorize_paths(src, out, model=model, look=look, overwrite=True, quiet=True, device="cpu")
                 if r:
                     times[(model, look)].append(time.perf_counter() - t0)
-    base = statistics.median(times[VARIANTS[0]])
+    base_times = times[VARIANTS[0]]
+    base = statistics.median(base_times)
     print(f"1024x1024 scene, {args.repeats} rounds, torch threads {torch.get_num_threads()}")
-    print(f"{'model':10} {'look':8} {'median s':>9} {'MP/s':>6} {'vs sarcolornet optical':>23}")
+    print(f"{'model':10} {'look':8} {'median s':>9} {'MP/s':>6} {'vs sarcolornet optical':>23} "
+          f"{'per round (min-max)':>20}")
     for (model, look), ts in times.items():
         med = statistics.median(ts)
-        print(f"{model:10} {look:8} {med:9.3f} {1.048576 / med:6.2f} {base / med:22.2f}x")
+        # each round's own ratio: the variants ran back to back, so a slow spell of the machine cancels out
+        rounds = [b / t for b, t in zip(base_times, ts, strict=True)]
+        print(f"{model:10} {look:8} {med:9.3f} {1.048576 / med:6.2f} {base / med:22.2f}x "
+              f"{min(rounds):9.2f}x-{max(rounds):.2f}x")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .errors import SarColorError
 from .looks import check_look
 from .models import ModelConfig, load_model, predict_look, resolve_model_path
-from .preprocess import SCALES, SceneStats, model_input, percentiles, scene_stats
+from .preprocess import SCALES, SceneStats, model_input, percentiles, scene_stats, valid_values
 from .raster import (
     READ_EXTS,
     ArraySource,
@@ -196,7 +196,7 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
         raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     sample, valid = source.sample(MAX_STATS_PIXELS)
     stats = scene_stats(sample, valid, scale)  # raises on an all-invalid image; logs an 'auto' decision
-    fill = percentiles(sample[valid & np.isfinite(sample)], [50])[0]  # the median
+    fill = percentiles(valid_values(sample, valid), [50])[0]  # the median
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)
     tile = _best_tile(source, tile, overlap, multiple)

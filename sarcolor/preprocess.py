@@ -84,11 +84,19 @@ def percentiles(values: np.ndarray, qs: list[float], scale: str | None = None) -
     return out
 
 
+def valid_values(sample: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """The valid (and, for floats, finite) pixels of ``sample`` as a 1-D array: a view when all are valid,
+    which is the common case and spares a copy of the whole sample."""
+    mask = valid
+    if sample.dtype.kind == "f":
+        finite = np.isfinite(sample)
+        mask = finite if mask is None else mask & finite
+    return sample.ravel() if mask is None or mask.all() else sample[mask]
+
+
 def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> SceneStats:
     """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN."""
-    finite = np.isfinite(sample)
-    valid = finite if valid is None else (valid & finite)
-    v = sample[valid]
+    v = valid_values(sample, valid)
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
     if scale == "db" and sample.dtype == np.uint8:
