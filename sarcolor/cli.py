@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--look", default="sar", choices=LOOKS,
                    help="sar: lightness from the SAR, colour from the model; optical: the full optical-like "
                         "prediction (default: sar)")
-    c.add_argument("--scale", default="auto", choices=SCALES, help="how the SAR values are scaled (default: auto)")
+    c.add_argument("--scale", default="auto", choices=SCALES,
+                   help="how the SAR values are scaled (default: auto; 8-bit files are read as linear display "
+                        "products unless --scale db says they hold dB, as SEN1-2's do)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
     c.add_argument("--device", default="auto", choices=DEVICES,

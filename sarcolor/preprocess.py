@@ -100,8 +100,9 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
     if scale == "db" and sample.dtype == np.uint8:
-        raise SarColorError("--scale db: 8-bit pixels are a display product, not dB values; "
-                            "use --scale auto (or 8bit)")
+        # An 8-bit dB export (SEN1-2's PNGs: dB clipped to a fixed range, scaled to 0-255). Its values are dB up
+        # to an affine map, which the percentile normalisation removes: the model sees what a float dB file gives.
+        log.info("scale db on 8-bit pixels: read as an 8-bit dB export (values proportional to dB)")
     if scale == "auto":
         scale = detect_scale(v, sample.dtype)
         log.info("scale auto -> %s (dtype %s, median %.4g)", scale, sample.dtype, percentiles(v, [50])[0])

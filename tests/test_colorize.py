@@ -90,6 +90,23 @@ def test_auto_scale_is_decided_and_logged(tiny, caplog: pytest.LogCaptureFixture
     assert any(f"scale auto -> {expected}" in r.getMessage() for r in caplog.records)
 
 
+def test_8bit_db_export_with_scale_db_colours_as_its_db(tiny, tiny_model_path: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A SEN1-2-style 8-bit dB export (dB clipped to -25..0, scaled to 0-255) given --scale db colours as the float
+    dB it came from (the normalisation removes the affine map); read as 8-bit linear (auto) it does not."""
+    levels = np.clip(np.rint((sar_db(48, 56) + 25) / 25 * 255), 0, 255).astype(np.uint8)
+    png = write_png(tmp_path / "sen12.png", levels)
+    with caplog.at_level(logging.INFO, logger="sarcolor"):
+        assert main(["colorize", str(png), "-o", str(tmp_path / "db.png"), "--scale", "db", "-q",
+                     "--model", str(tiny_model_path)]) == 0
+    assert any("8-bit dB export" in r.getMessage() for r in caplog.records)
+    with rasterio.open(tmp_path / "db.png") as ds:
+        got = ds.read().transpose(1, 2, 0).astype(int)
+    as_db = colorize(-25 + levels.astype(np.float32) * (25 / 255), tiny, scale="db").astype(int)
+    assert np.abs(got - as_db).max() <= 1
+    assert np.abs(colorize(levels, tiny).astype(int) - as_db).max() > 8  # auto: read as linear intensity
+
+
 def test_power_amplitude_and_db_give_the_same_colours(tiny) -> None:
     """The log-percentile normalisation makes the result independent of how the scene is scaled."""
     db = sar_db(48, 48)
@@ -391,8 +408,6 @@ def _case(tmp: Path, case: str) -> tuple[Path, Path, str]:
         return path, out, r"slc\.tif: complex pixels .*SLC.*GRD.*DERIVED_SUBDATASET:AMPLITUDE"
     if case == "1-bit png":
         return write_png(tmp / "mask.png", sar_db() > -14), out, r"mask\.png: 1-bit \(boolean\) pixels"
-    if case == "scale db on 8-bit":
-        return write_png(tmp / "g.png", db_to_8bit(sar_db())), out, r"g\.png: --scale db: 8-bit pixels"
     if case == "no output folder":
         return good, tmp / "missing" / "out.tif", r"output folder .*missing.* does not exist"
     if case == "output is input":
@@ -403,8 +418,8 @@ def _case(tmp: Path, case: str) -> tuple[Path, Path, str]:
 
 
 BAD = ["missing", "directory", "zero bytes", "not an image", "truncated", "corrupt", "1x1", "5x5", "all NaN",
-       "all nodata", "4 bands", "5 bands", "complex64", "complex int16", "1-bit png", "scale db on 8-bit",
-       "no output folder", "output is input", "bad output format"]
+       "all nodata", "4 bands", "5 bands", "complex64", "complex int16", "1-bit png", "no output folder",
+       "output is input", "bad output format"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -413,8 +428,7 @@ def test_bad_input_raises_one_line_and_leaves_nothing(tiny_model_path: Path, tmp
     before = _files(tmp_path)
     mtime = src.stat().st_mtime_ns if src.is_file() else None
     with pytest.raises(SarColorError, match=match) as info:
-        colorize_paths(src, dst, model=tiny_model_path, quiet=True, overwrite=True,
-                       scale="db" if case == "scale db on 8-bit" else "auto")
+        colorize_paths(src, dst, model=tiny_model_path, quiet=True, overwrite=True)
     assert "\n" not in str(info.value)
     assert _files(tmp_path) == before  # no partial output, no temp files
     if mtime is not None:
@@ -422,12 +436,11 @@ def test_bad_input_raises_one_line_and_leaves_nothing(tiny_model_path: Path, tmp
 
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "corrupt", "truncated", "all NaN", "5 bands",
-                                  "complex64", "1-bit png", "scale db on 8-bit", "output is input"])
+                                  "complex64", "1-bit png", "output is input"])
 def test_cli_errors_are_one_line_without_traceback(tiny_model_path: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture, case: str) -> None:
     src, dst, match = _case(tmp_path, case)
-    scale = ["--scale", "db"] if case == "scale db on 8-bit" else []
-    code = main(["colorize", str(src), "-o", str(dst), "--model", str(tiny_model_path), "-q", *scale])
+    code = main(["colorize", str(src), "-o", str(dst), "--model", str(tiny_model_path), "-q"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("sarcolor: error: ") and "Traceback" not in err

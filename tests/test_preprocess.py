@@ -39,5 +39,10 @@ def test_scene_stats_of_8bit_and_float_copies_agree() -> None:
 def test_scene_stats_errors() -> None:
     with pytest.raises(SarColorError, match="no valid pixels"):
         scene_stats(np.full((4, 4), np.nan, np.float32), None, "auto")
-    with pytest.raises(SarColorError, match="8-bit pixels are a display product"):
-        scene_stats(np.ones((4, 4), np.uint8), None, "db")
+
+
+def test_scale_db_on_8bit_is_an_8bit_db_export() -> None:
+    """--scale db on 8-bit values reads them as dB (SEN1-2's PNGs): its statistics are those of the values."""
+    v = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    st = scene_stats(v, None, "db")
+    assert st.scale == "db" and (st.lo, st.hi) == pytest.approx(tuple(np.percentile(np.arange(256), [1, 99])))

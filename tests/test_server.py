@@ -146,10 +146,25 @@ def test_look_field(client: TestClient, tiny_model: Path) -> None:
     assert_json_error(post(client, png_bytes(sar), query="?look=fog"), 422, "look")
 
 
-def test_engine_errors_speak_the_apis_parameters(client: TestClient) -> None:
-    """An engine error worded for the CLI (``--scale db``) names the API's parameter (``scale=db``)."""
-    detail = assert_json_error(post(client, png_bytes(grey(32, 32)), query="?scale=db"), 422, "scale=db", "8-bit")
-    assert "--scale" not in detail
+def test_engine_errors_speak_the_apis_parameters() -> None:
+    """An engine message worded for the CLI (``--scale db``) names the API's parameters (``scale=db``)."""
+    from sarcolor.server import _api_wording
+
+    assert _api_wording("x.png: --scale db: no; try --bands 2 or --look sar") == \
+        "x.png: scale=db: no; try bands=2 or look=sar"
+    assert _api_wording("--device cpu") == "--device cpu"  # not an API parameter: left alone
+
+
+def test_scale_db_reads_an_8bit_db_export(client: TestClient, tiny_model: Path) -> None:
+    """scale=db on an 8-bit PNG (a SEN1-2-style dB export) colours it as sarcolor.colorize does with scale db."""
+    from sarcolor.colorize import colorize
+
+    sar = grey(48, 64, seed=6)
+    r = post(client, png_bytes(sar), query="?scale=db")
+    assert r.status_code == 200, r.text
+    with Image.open(io.BytesIO(r.content)) as im:
+        got = np.asarray(im.convert("RGB")).astype(int)
+    assert np.abs(got - colorize(sar, tiny_model, scale="db", device="cpu").astype(int)).max() <= 2
 
 
 def test_jpeg_and_downloads(client: TestClient) -> None:
