@@ -14,7 +14,9 @@ Layouts (``layout`` in a data source):
 - ``auto``: picks one of the above from what is in the folder.
 
 Per-source reading options (any layout): ``sar_band`` (1-based, "VV"=1, "VH"=2, or "auto": band 2 of a
-dual-pol file, else band 1), ``sar_scale`` (auto, db, linear, amplitude, 8bit), ``opt_bands``, ``opt_scale``
+dual-pol file, else band 1), ``sar_scale`` (auto, db, linear, amplitude, 8bit), ``sar_db_range`` ([lo, hi]: the
+SAR is an 8-bit dB export whose 0 is lo dB and 255 is hi dB, as SEN1-2's PNGs with [-25, 0]; read as that dB),
+``opt_bands``, ``opt_scale``
 ("8bit": stored 8-bit values; "p99": each channel over its 99th percentile, as volkov_s1s2 was made;
 "fixed": value / ``opt_max``, e.g. 3000 for reflectance x 10000), ``exclude`` (glob patterns of relative
 paths to ignore), ``name`` (the source's name, ``PairRef.source``, by which evaluation reports group pairs;
@@ -53,8 +55,8 @@ log = logging.getLogger("sarcolor")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 OPT_SCALES = ("8bit", "p99", "fixed")
 SOURCE_KEYS = {"root", "layout", "sar_dir", "opt_dir", "groups_csv", "name_column", "group_column", "split_file",
-               "allow_missing", "sar_band", "sar_scale", "opt_bands", "opt_scale", "opt_max", "exclude", "name",
-               "render", "group_regex"}
+               "allow_missing", "sar_band", "sar_scale", "sar_db_range", "opt_bands", "opt_scale", "opt_max",
+               "exclude", "name", "render", "group_regex"}
 # Sen1Floods11 ships label rasters named like its SAR (S1OtsuLabelHand); SEN12MS-CR's cloudy optical has no
 # SAR twin of its own. Neither is a training pair.
 DEFAULT_EXCLUDE = ("*Label*", "*label*", "*cloudy*")
@@ -73,6 +75,7 @@ class PairRef:
     opt_bands: tuple[int, ...] = (1, 2, 3)
     opt_scale: str = "8bit"  # "8bit" (as stored), "p99" (per-channel 99th percentile) or "fixed" (/opt_max)
     sar_scale: str = "auto"  # how the SAR values are scaled (preprocess.SCALES); auto: 8-bit or detected
+    sar_db_range: tuple[float, float] | None = None  # an 8-bit dB export: the dB values of levels 0 and 255
     opt_max: float = 3000.0  # the optical value shown as white with opt_scale "fixed"
     source: str = ""  # the data source's name (its `name`, else its root folder's): results are read per source
     render: str = ""  # the source's optical rendering (its colour balance), for models that know several
@@ -127,8 +130,18 @@ def _read_options(src: dict, layout: str) -> dict:
     opt_max = float(src.get("opt_max", 3000.0))
     if opt_max <= 0:
         raise SarColorError(f"opt_max {opt_max}: must be positive")
+    db_range = src.get("sar_db_range")
+    if db_range is not None:
+        try:
+            lo, hi = (float(v) for v in db_range)
+        except (TypeError, ValueError):
+            raise SarColorError(f"sar_db_range {db_range!r}: give [lo, hi], the dB of 8-bit levels 0 and 255"
+                                ) from None
+        if not lo < hi or sar_scale not in ("auto", "db"):
+            raise SarColorError(f"sar_db_range {db_range!r}: needs lo < hi, and sar_scale db or auto")
+        db_range, sar_scale = (lo, hi), "db"
     return {"sar_band": None if band is None else int(band), "opt_bands": opt_bands, "opt_scale": opt_scale,
-            "sar_scale": sar_scale, "opt_max": opt_max}
+            "sar_scale": sar_scale, "opt_max": opt_max, "sar_db_range": db_range}
 
 
 # ---------------------------------------------------------------------------------------- discovery
@@ -482,6 +495,11 @@ def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
         sar_dtype = np.dtype(s.dtypes[0])
         opt, opt_mask = _read(o, ref.opt, list(ref.opt_bands), ref.window)
     sar = sar[0].astype(np.float32)
+    if ref.sar_db_range is not None:  # an 8-bit dB export back to its dB (for the model, only an affine map)
+        if sar_dtype != np.uint8:
+            raise SarColorError(f"{ref.sar}: sar_db_range is for 8-bit dB exports; this SAR is {sar_dtype}")
+        lo, hi = ref.sar_db_range
+        sar = (lo + sar * ((hi - lo) / 255.0)).astype(np.float32)
     sar_valid = sar_mask & np.isfinite(sar)
     if ref.opt_scale == "8bit":
         if opt.dtype != np.uint8:

@@ -62,6 +62,23 @@ def test_folders_named_by_options_with_groups(tmp_path: Path) -> None:
         discover(src | {"sar_folder": "x"})
 
 
+def test_8bit_db_export_is_read_as_its_db(tmp_path: Path) -> None:
+    """sar_db_range [lo, hi] reads an 8-bit dB export (SEN1-2's PNGs: -25..0 dB) as the dB it holds; bad ranges,
+    another scale, or a SAR that is not 8-bit are one-line errors."""
+    root = datagen.make_folders(tmp_path / "sen12", n=2, geotiff_pair=True)
+    src = {"root": str(root), "layout": "folders", "sar_db_range": [-25, 0]}
+    pairs = discover(src)
+    sar, sv, _, _, scale = read_pair(pairs[1])
+    assert scale == "db" and np.allclose(sar, -25 + datagen.sar_image(32, 32, seed=1) * (25 / 255), atol=1e-5)
+    for bad, match in (([0, -25], "lo < hi"), ([1], r"give \[lo, hi\]"), ("x", r"give \[lo, hi\]")):
+        with pytest.raises(SarColorError, match=match):
+            discover(src | {"sar_db_range": bad})
+    with pytest.raises(SarColorError, match="sar_scale db or auto"):
+        discover(src | {"sar_scale": "linear"})
+    with pytest.raises(SarColorError, match="for 8-bit dB exports; this SAR is float32"):
+        read_pair(pairs[2])  # the float dB GeoTIFF pair
+
+
 def test_missing_partner_is_reported(tmp_path: Path) -> None:
     root = datagen.make_folders(tmp_path / "d", n=3)
     (root / "opt" / "001.png").unlink()
