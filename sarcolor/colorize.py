@@ -37,7 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .errors import SarColorError
 from .looks import check_look
 from .models import ModelConfig, load_model, predict_look, resolve_model_path
-from .preprocess import SCALES, SceneStats, model_input, percentiles, scene_stats, valid_values
+from .preprocess import SCALES, SceneStats, model_input, scene_stats
 from .raster import (
     READ_EXTS,
     ArraySource,
@@ -184,7 +184,6 @@ def _predict(model: nn.Module, cfg: ModelConfig, batch: np.ndarray, device: torc
 @dataclass(frozen=True)
 class _Plan:
     stats: SceneStats
-    fill: float  # scene median in raw units, written into invalid pixels before preprocessing
     valid_fraction: float
     tile: int
     overlap: int
@@ -196,11 +195,10 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
         raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     sample, valid = source.sample(MAX_STATS_PIXELS)
     stats = scene_stats(sample, valid, scale)  # raises on an all-invalid image; logs an 'auto' decision
-    fill = percentiles(valid_values(sample, valid), [50])[0]  # the median
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)
     tile = _best_tile(source, tile, overlap, multiple)
-    return _Plan(stats, fill, float(valid.mean()), tile, overlap,
+    return _Plan(stats, float(valid.mean()), tile, overlap,
                  tile_grid(source.height, source.width, tile, overlap))
 
 
@@ -241,7 +239,7 @@ def _tile_input(raw: np.ndarray, valid: np.ndarray, t: Tile, plan: _Plan, cfg: M
     """
     cols = slice(t.x, t.x + t.w)
     tile = raw[:, cols].astype(np.float32)  # a copy: the strip is kept for the next row of tiles
-    tile[~valid[:, cols]] = plan.fill
+    tile[~valid[:, cols]] = plan.stats.median
     return model_input(tile, plan.stats, cfg.input_norm, cfg.in_channels)
 
 

@@ -29,6 +29,7 @@ class SceneStats:
     lo: float  # 1st percentile of valid pixels
     hi: float  # 99th percentile of valid pixels
     ref: float  # the dB value that an 8-bit display product would show as white (255)
+    median: float  # median of valid pixels in raw units: what invalid pixels are filled with before normalising
 
 
 def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
@@ -36,13 +37,13 @@ def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return "8bit"
-    v = sample[np.isfinite(sample)].astype(np.float64, copy=False)  # float32 percentiles can overflow
+    v = valid_values(sample, None)
     if v.size == 0:
         raise SarColorError("no valid pixels to decide the scale from")
     if np.issubdtype(dtype, np.integer):
         # Integer GRD products (uint16 DN) are amplitudes; negative integers can only be dB.
         return "db" if v.min() < 0 else "amplitude"
-    p1, p50 = np.percentile(v, [1, 50])
+    p1, p50 = percentiles(v, [1, 50])
     if p1 < 0 or p50 < -1:
         return "db"  # calibrated dB backscatter is mostly in [-30, +5]
     # Positive floats: sigma0 power has a median far below 1 and a long tail; amplitude is its square root.
@@ -103,14 +104,15 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
         # An 8-bit dB export (SEN1-2's PNGs: dB clipped to a fixed range, scaled to 0-255). Its values are dB up
         # to an affine map, which the percentile normalisation removes: the model sees what a float dB file gives.
         log.info("scale db on 8-bit pixels: read as an 8-bit dB export (values proportional to dB)")
+    median = percentiles(v, [50])[0]
     if scale == "auto":
         scale = detect_scale(v, sample.dtype)
-        log.info("scale auto -> %s (dtype %s, median %.4g)", scale, sample.dtype, percentiles(v, [50])[0])
+        log.info("scale auto -> %s (dtype %s, median %.4g)", scale, sample.dtype, median)
     lo, hi = percentiles(v, [1, 99], scale)
     if hi - lo < 1e-3:
         hi = lo + 1.0  # a flat image: avoid dividing by zero, the output will simply be uniform
     ref = 0.0 if scale == "8bit" else hi
-    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref)
+    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median)
 
 
 def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: int) -> np.ndarray:
@@ -134,5 +136,5 @@ def scene_input(raw: np.ndarray, valid: np.ndarray, scale: str, input_norm: str,
     the valid ones (so nodata never pulls its neighbours' colour), then ``model_input``. The tiled engine does
     the same per tile with statistics from the whole scene."""
     stats = scene_stats(raw, valid, scale)
-    filled = np.where(valid, raw, np.median(raw[valid]))
+    filled = np.where(valid, raw, stats.median)
     return model_input(filled, stats, input_norm, channels)
