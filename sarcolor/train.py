@@ -69,6 +69,7 @@ DEFAULTS: dict = {
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
         "ema": 0.999, "gan_weight": 0.0, "threads": 0,
         "light_weight": 1.0, "rebalance": 0.5,  # colour loss: L* term's weight; mix of the rebalancing prior
+        "ab_loss": "squared",  # regress loss: a*b* error squared or as CIEDE2000 (losses.regress_loss)
         "balance_sources": False,  # draw each data source equally often (else in proportion to its area)
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
     },
@@ -85,7 +86,7 @@ LOSS_ARCHS: dict[str, tuple[str, ...]] = {"sarcolor": ("sarcolornet", "pix2pix-s
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
                "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
                "train.betas", "train.ema", "train.gan_weight", "train.loss_weights", "train.light_weight",
-               "train.rebalance", "train.balance_sources")
+               "train.rebalance", "train.balance_sources", "train.ab_loss")
 DIGEST_ENV = "SARCOLOR_RANK_DIGEST"  # a folder: each rank writes rank<N>.json (weights hash, losses) at the end
 
 
@@ -342,6 +343,8 @@ class Trainer:
             fits = [loss for loss, archs in LOSS_ARCHS.items() if mcfg.arch in archs]
             raise SarColorError(f"train.loss {tc['loss']!r} does not fit model.arch {mcfg.arch!r} (it trains with "
                                 f"{' or '.join(fits)})")
+        if tc["ab_loss"] not in losses.AB_LOSSES:
+            raise SarColorError(f"train.ab_loss {tc['ab_loss']!r}: use {' or '.join(losses.AB_LOSSES)}")
         if tc["loss"] == "detail" and not mcfg.detail:
             raise SarColorError("train.loss 'detail' trains the optical look's detail branch: set model.detail "
                                 "(its channels, e.g. 16) and start from a colour model with --init")
@@ -426,7 +429,7 @@ class Trainer:
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
         elif tc["loss"] == "regress":  # x: context statistics, y: the truth's block Lab (data.PixelDataset)
             ab, light = self.ddp_gen(x, look="head", render=r.to(self.device))
-            parts = losses.regress_loss(ab, light, y, v, tc["light_weight"])
+            parts = losses.regress_loss(ab, light, y, v, tc["light_weight"], tc["ab_loss"])
         elif self.detail:
             pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
             self.disc.requires_grad_(False)

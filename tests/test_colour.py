@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from skimage.color import lab2rgb, rgb2lab
+from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
 
 from sarcolor.colour import (
     ab_grid,
     annealed_mean,
+    delta_e_2000,
     grid_shape,
     lab_to_rgb,
     rebalance_weights,
@@ -68,3 +69,18 @@ def test_annealed_mean_moves_from_the_mean_to_the_mode() -> None:
     between = (grid[green] - mean).norm() + (grid[brown] - mean).norm()
     assert between == pytest.approx(float((grid[green] - grid[brown]).norm()), rel=1e-3)  # on the segment
     assert grid_shape()[0] * grid_shape()[1] == q
+
+
+def test_delta_e_2000_matches_skimage_and_has_gradients() -> None:
+    rng = np.random.default_rng(0)
+    a = np.stack([rng.uniform(0, 100, 4000), rng.uniform(-60, 60, 4000), rng.uniform(-60, 60, 4000)], -1)
+    b = a + rng.normal(0, 8, a.shape)
+    b[:10] = a[:10]  # identical colours: 0, and finite gradients
+    b[10:20, 1:] = -a[10:20, 1:]  # opposite hues: the wrap-around of the mean hue
+    b[20:30, 1:] = 0.0  # a colour against grey (no hue)
+    want = deltaE_ciede2000(a, b)
+    t1 = torch.tensor(a).T[None].requires_grad_(True)
+    got = delta_e_2000(t1, torch.tensor(b).T[None])
+    np.testing.assert_allclose(got[0].detach().numpy(), want, atol=2e-3)
+    got.sum().backward()
+    assert torch.isfinite(t1.grad).all()

@@ -68,6 +68,22 @@ def test_sar_look_of_an_rgb_model_takes_the_sars_structure() -> None:
     flat = torch.tensor([0.2, 0.5, -0.3]).view(1, 3, 1, 1).expand(1, 3, 32, 32)  # a uniform green prediction
     out = sar_look_from_rgb(x, flat)
     lab = rgb_to_lab(out)
-    assert float(lab[0, 0, :, -4].mean() - lab[0, 0, :, 3].mean()) > 40  # lightness follows the ramp
+    light = lab[0, 0].mean(0)
+    assert float(light[-4] - light[3]) > 35  # lightness follows the ramp (vivid green: its ends held in gamut)
+    assert torch.all(light[1:] >= light[:-1] - 1e-3)
     assert float(lab[0, 1].mean()) < -5  # and the colour stays green (negative a*)
     assert np.isfinite(out.numpy()).all() and out.min() >= -1 and out.max() <= 1
+
+
+def test_a_colour_too_vivid_for_its_grey_moves_the_grey_not_the_colour() -> None:
+    tan = torch.tensor([0.85, 0.65, 0.35]).view(1, 3, 1, 1)  # a vivid tan: out of gamut near black and white
+    chroma = chroma_of(tan).expand(1, 2, 1, 3)
+    grey = torch.tensor([0.02, 0.5, 0.98]).view(1, 1, 1, 3)  # dark, mid and bright ground
+    out = (with_grey(grey, chroma) + 1) / 2
+    torch.testing.assert_close(chroma_of(out), chroma, atol=1e-5, rtol=0)  # the colour survives everywhere
+    luma = (out * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)[0, 0]
+    assert luma[1] == pytest.approx(0.5, abs=1e-5)  # where it fits, the grey is the SAR's
+    # at the extremes the grey moves only as far as it must: until its darkest (brightest) channel touches 0 (1)
+    assert float(out[0, :, 0, 0].min()) == pytest.approx(0.0, abs=1e-5) and luma[0] > 0.02
+    assert float(out[0, :, 0, 2].max()) == pytest.approx(1.0, abs=1e-5) and luma[2] < 0.98
+    assert torch.all(luma[1:] > luma[:-1])  # and the order of the greys is kept

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage.color import rgb2lab
+from skimage.color import deltaE_ciede2000, rgb2lab
 
 from sarcolor import losses
 from sarcolor.colour import lab_blocks
@@ -135,3 +135,22 @@ def test_regress_loss_scores_block_means_of_valid_blocks() -> None:
     valid[..., 0, 0] = 0  # one pixel of the first block: that block is out
     parts = losses.regress_loss(off[:, 1:], off[:, :1], lab, lab_blocks(y, valid, 4)[1])
     assert float(parts["ab"]) < 1e-6 and float(parts["light"]) == pytest.approx(20 / 100 / 3, rel=1e-4)
+
+
+def test_regress_loss_as_ciede2000_scores_colour_under_the_truths_lightness() -> None:
+    """ab_loss ciede2000: zero for the truth's own colour whatever the predicted L*; a grey guess costs
+    CIEDE2000 / 10 against the truth under its own L*; the gradient pulls a* and b* toward the truth."""
+    lab = torch.tensor([[50.0, -20.0, 30.0], [70.0, 10.0, -15.0]]).T.reshape(1, 3, 1, 2)
+    keep = torch.ones(1, 1, 1, 2)
+    parts = losses.regress_loss(lab[:, 1:], lab[:, :1] + 30, lab, keep, ab_loss="ciede2000")
+    assert float(parts["ab"]) < 1e-3
+    # a near-grey guess (exact grey has no hue, so no hue gradient: the standard's special case)
+    guess = torch.full((1, 2, 1, 2), 0.5, requires_grad=True)
+    parts = losses.regress_loss(guess, lab[:, :1], lab, keep, ab_loss="ciede2000")
+    near_grey = np.concatenate([lab[0, :1].numpy(), np.full((2, 1, 2), 0.5)]).transpose(1, 2, 0)
+    want = deltaE_ciede2000(lab[0].permute(1, 2, 0).numpy(), near_grey)
+    assert float(parts["ab"]) == pytest.approx(want.mean() / 10, rel=1e-3)
+    parts["total"].backward()
+    assert torch.all(torch.sign(guess.grad[0, :, 0]) == -torch.sign(lab[0, 1:, 0]))
+    with pytest.raises(ValueError, match="ab_loss 'l3': use squared or ciede2000"):
+        losses.regress_loss(guess, lab[:, :1], lab, keep, ab_loss="l3")
