@@ -47,7 +47,7 @@ from rasterio.windows import Window
 
 from .colour import lab_blocks
 from .errors import SarColorError
-from .preprocess import LEVEL_CHANNELS, LEVEL_NORM, SCALES, scene_input
+from .preprocess import SCALES, scene_input
 from .raster import gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
 
 log = logging.getLogger("sarcolor")
@@ -525,16 +525,14 @@ def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 PRELOAD_MAX_BYTES = 4 << 30  # "auto" keeps the training pairs in memory up to this estimate (6 bytes a pixel)
 
 
-def _training_arrays(ref: PairRef, input_norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _training_arrays(ref: PairRef, input_norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pair as training sees it: model input (H, W) float16 normalised with the whole pair's statistics,
-    optical (H, W, 3) uint8, the pixels valid in both, and the scene's level inputs (``preprocess.scene_level``;
-    empty unless ``input_norm`` is ``LEVEL_NORM``)."""
+    optical (H, W, 3) uint8, and the pixels valid in both."""
     sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
     valid = sar_valid & opt_valid & (opt.max(axis=2) > 0)  # black optical = no data (scene borders)
     if not valid.any():
         raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
-    inp = scene_input(sar, valid, scale, input_norm, 1 + (LEVEL_CHANNELS if input_norm == LEVEL_NORM else 0))
-    return inp[0].astype(np.float16), opt, valid, inp[1:, 0, 0].copy()
+    return scene_input(sar, valid, scale, input_norm, 1)[0].astype(np.float16), opt, valid
 
 
 def pair_sizes(pairs: Sequence[PairRef]) -> list[tuple[int, int]]:
@@ -596,7 +594,7 @@ class CropDataset(torch.utils.data.Dataset):
         """Every sample is cut from memory (no reading: background loader processes would only cost)."""
         return self.items is not None
 
-    def _pair(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _pair(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.items[k] if self.items is not None else _training_arrays(self.refs[k], self.input_norm)
 
     def set_epoch(self, epoch: int) -> None:
@@ -609,7 +607,7 @@ class CropDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         for _ in range(10):  # retry crops that are mostly no-data
             pair = rng.choice(len(self.refs), p=self.weights)
-            x, opt, valid, level = self._pair(pair)
+            x, opt, valid = self._pair(pair)
             if min(x.shape) < self.crop:  # a small patch: all of it, reflected out to the crop, marked invalid
                 x, opt, valid = _padded(x, opt, valid, self.crop)
             r = rng.integers(0, x.shape[0] - self.crop + 1)
@@ -625,9 +623,7 @@ class CropDataset(torch.utils.data.Dataset):
             xs, ys, vs = (np.rot90(a, k, axes=(-2, -1)) for a in (xs, ys, vs))
             if flip:
                 xs, ys, vs = (a[..., ::-1] for a in (xs, ys, vs))
-        xs = np.repeat(np.ascontiguousarray(xs)[None], self.in_channels - len(level), 0)
-        if len(level):  # the scene's level inputs: constant planes
-            xs = np.concatenate([xs, np.broadcast_to(level[:, None, None], (len(level), *xs.shape[1:]))])
+        xs = np.repeat(np.ascontiguousarray(xs)[None], self.in_channels, 0)
         return (torch.from_numpy(xs), torch.from_numpy(np.ascontiguousarray(ys)),
                 torch.from_numpy(np.ascontiguousarray(vs)), torch.tensor(self.render_idx[pair]))
 
@@ -644,21 +640,16 @@ class PixelDataset(CropDataset):
     def __init__(self, refs: list[PairRef], *, features: Callable[[torch.Tensor], torch.Tensor], factor: int,
                  pixels: int, input_norm: str, samples_per_epoch: int, seed: int = 0,
                  renders: Sequence[str] | None = None, balance_sources: bool = False) -> None:
-        in_channels = 1 + (LEVEL_CHANNELS if input_norm == LEVEL_NORM else 0)
-        super().__init__(refs, crop=factor, input_norm=input_norm, in_channels=in_channels,
-                         samples_per_epoch=samples_per_epoch, seed=seed, augment=False, preload=True,
-                         renders=renders, balance_sources=balance_sources)
+        super().__init__(refs, crop=factor, input_norm=input_norm, in_channels=1, samples_per_epoch=samples_per_epoch,
+                         seed=seed, augment=False, preload=True, renders=renders, balance_sources=balance_sources)
         self.pixels = pixels
         self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.no_grad():
-            for x, opt, valid, level in self.items:
+            for x, opt, valid in self.items:
                 h, w = x.shape[0] // factor * factor, x.shape[1] // factor * factor
                 if not h or not w:
                     raise SarColorError(f"a training pair is smaller than {factor} px")
-                inp = torch.from_numpy(x[:h, :w].astype(np.float32))[None, None]
-                if len(level):
-                    inp = torch.cat([inp, torch.from_numpy(level)[None, :, None, None].expand(1, -1, h, w)], 1)
-                feats = features(inp)[0]
+                feats = features(torch.from_numpy(x[:h, :w].astype(np.float32))[None, None])[0]
                 rgb = torch.from_numpy(opt[:h, :w].astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
                 lab, keep = lab_blocks(rgb, torch.from_numpy(valid[:h, :w].astype(np.float32))[None, None], factor)
                 kept = keep[0, 0].flatten() > 0

@@ -18,7 +18,6 @@ from torch import nn
 from . import looks
 from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
-from .preprocess import LEVEL_CHANNELS, LEVEL_NORM
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The default is contextnet (colour from the SAR's context statistics, trained on every shared source);
@@ -336,11 +335,7 @@ class ContextNet(LookNet):
         super().__init__()
         self.cfg, self.renders = cfg, list(cfg.renders) or ["default"]
         self.detail = DetailBranch(cfg.detail, self.factor) if cfg.detail else None
-        # with the scene's level inputs (input_norm logpct-level), their block means are two more features
-        self.levels = LEVEL_CHANNELS if cfg.input_norm == LEVEL_NORM else 0
-        if self.levels and cfg.in_channels != 1 + self.levels:
-            raise SarColorError(f"contextnet with input_norm {LEVEL_NORM!r} takes {1 + self.levels} input channels")
-        n_feat = 2 + 3 * len(cfg.windows) + self.levels
+        n_feat = 2 + 3 * len(cfg.windows)
         self.inp = nn.Conv2d(n_feat, cfg.width, 1)
         self.render_embed = nn.Embedding(len(self.renders), cfg.width)
         nn.init.zeros_(self.render_embed.weight)
@@ -348,17 +343,14 @@ class ContextNet(LookNet):
                                  nn.Conv2d(cfg.width, 3, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1 [+ levels], H, W) normalised SAR [and the scene's level] -> (N, 2 + 3 x len(windows) [+ levels],
-        H/4, W/4) context statistics."""
-        level, x = x[:, 1:1 + self.levels].float(), x[:, :1].float()
+        """(N, 1, H, W) normalised SAR -> (N, 2 + 3 x len(windows), H/4, W/4) context statistics."""
+        x = x[:, :1].float()
         m0 = F.avg_pool2d(x, self.factor)
         s0 = (F.avg_pool2d(x * x, self.factor) - m0 * m0).clamp_min(0).add(1e-6).sqrt()
         feats = [m0, s0]
         for size in self.cfg.windows:
             m, q, t = looks.box_filter(torch.cat([m0, m0 * m0, s0], 1), size // 2).split(1, 1)
             feats += [m, (q - m * m).clamp_min(0).add(1e-6).sqrt(), t]
-        if self.levels:
-            feats.append(F.avg_pool2d(level, self.factor))
         # channels-last as the model's weights at inference: the 1x1 convolutions are then plain matrix products
         return torch.cat(feats, 1).contiguous(memory_format=torch.channels_last)
 

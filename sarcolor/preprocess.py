@@ -115,23 +115,10 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median)
 
 
-# input_norm "logpct-level": the logpct input plus the scene's 1st and 99th dB percentiles as two constant
-# channels, (dB + 15) / 10 (about -2.5..1.7 on the shared sources): the absolute backscatter level that the
-# percentile stretch removes (a calibrated scene's wet or frozen ground, a display product's contrast).
-LEVEL_NORM = "logpct-level"
-LEVEL_CHANNELS = 2
-
-
-def scene_level(stats: SceneStats) -> np.ndarray:
-    """The scene's level inputs (``LEVEL_NORM``): its 1st and 99th dB percentiles, (dB + 15) / 10."""
-    return np.array([(stats.lo + 15.0) / 10.0, (stats.hi + 15.0) / 10.0], dtype=np.float32)
-
-
 def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: int) -> np.ndarray:
-    """Raw 2-D tile -> (channels, H, W) float32 model input. Invalid pixels must be filled by the caller.
-    With ``LEVEL_NORM`` the last ``LEVEL_CHANNELS`` channels are the scene's level (the same on every tile)."""
+    """Raw 2-D tile -> (channels, H, W) float32 model input. Invalid pixels must be filled by the caller."""
     db = to_db(raw, stats.scale)
-    if input_norm in ("logpct", LEVEL_NORM):
+    if input_norm == "logpct":
         # Affine in log space: invariant to calibration gain and to power vs amplitude; robust to speckle.
         x = 2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0
         x = np.clip(x, -1.5, 1.5)
@@ -141,12 +128,7 @@ def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: i
     else:
         raise SarColorError(f"unknown input normalisation {input_norm!r}")
     x = x.astype(np.float32)
-    if input_norm != LEVEL_NORM:
-        return np.repeat(x[None], channels, axis=0)
-    if channels <= LEVEL_CHANNELS:
-        raise SarColorError(f"input normalisation {LEVEL_NORM!r} needs more than {LEVEL_CHANNELS} input channels")
-    level = np.broadcast_to(scene_level(stats)[:, None, None], (LEVEL_CHANNELS, *x.shape))
-    return np.concatenate([np.repeat(x[None], channels - LEVEL_CHANNELS, axis=0), level])
+    return np.repeat(x[None], channels, axis=0)
 
 
 def scene_input(raw: np.ndarray, valid: np.ndarray, scale: str, input_norm: str, channels: int) -> np.ndarray:

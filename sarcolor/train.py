@@ -560,7 +560,7 @@ def colour_histogram(ds: CropDataset, factor: int) -> torch.Tensor:
     weighted by how often training draws it): the prior that the colour loss rebalances against."""
     hist = torch.zeros(len(ab_grid()), dtype=torch.float64)
     for k in range(len(ds.refs)):
-        _, opt, valid, _ = ds._pair(k)
+        _, opt, valid = ds._pair(k)
         h, w = valid.shape[0] // factor * factor, valid.shape[1] // factor * factor
         y = torch.from_numpy(opt[:h, :w].astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
         v = torch.from_numpy(valid[:h, :w].astype(np.float32))[None, None]

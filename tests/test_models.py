@@ -336,28 +336,3 @@ def test_contextnet_does_not_depend_on_the_crop_beyond_its_windows() -> None:
         big, _ = net(x, look="colour")
         small, _ = net(x[..., 32:96, 32:96], look="colour")
     torch.testing.assert_close(big[..., 12:20, 12:20], small[..., 4:12, 4:12], atol=1e-4, rtol=1e-4)
-
-
-def test_contextnet_with_the_scene_level_reads_it_as_two_more_features(tmp_path: Path) -> None:
-    """input_norm logpct-level: the level channels' block means are the last two features, so the same SAR
-    texture under another absolute level gets another colour; the config's channels must fit."""
-    import dataclasses
-
-    cfg = dataclasses.replace(CONTEXT, input_norm="logpct-level", in_channels=3)
-    torch.manual_seed(0)
-    net = build_model(cfg).eval()
-    x = torch.rand(1, 1, 32, 32) * 2 - 1
-    low, high = (torch.cat([x, torch.full((1, 2, 32, 32), v)], 1) for v in (-1.0, 1.0))
-    f = net.features(low)
-    assert f.shape == (1, 2 + 3 * 2 + 2, 8, 8)
-    torch.testing.assert_close(f[:, :-2], build_model(CONTEXT).features(x))
-    torch.testing.assert_close(f[:, -2:], torch.full((1, 2, 8, 8), -1.0))
-    with torch.no_grad():
-        assert not torch.allclose(net(low, look="colour")[0], net(high, look="colour")[0])
-        sar = net(low, look="sar")
-    assert sar.shape == (1, 3, 32, 32)
-    save_model(tmp_path / "lvl.safetensors", net, cfg)
-    net2, cfg2 = load_model(tmp_path / "lvl.safetensors")
-    assert cfg2.input_norm == "logpct-level" and cfg2.in_channels == 3
-    with pytest.raises(SarColorError, match="contextnet with input_norm 'logpct-level' takes 3 input channels"):
-        build_model(dataclasses.replace(cfg, in_channels=1))

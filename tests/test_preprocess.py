@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from sarcolor.errors import SarColorError
-from sarcolor.preprocess import LEVEL_NORM, model_input, percentiles, scene_input, scene_level, scene_stats, to_db
+from sarcolor.preprocess import percentiles, scene_stats, to_db
 
 
 def test_percentiles_of_a_hand_made_8bit_sample() -> None:
@@ -46,23 +46,3 @@ def test_scale_db_on_8bit_is_an_8bit_db_export() -> None:
     v = np.arange(256, dtype=np.uint8).reshape(16, 16)
     st = scene_stats(v, None, "db")
     assert st.scale == "db" and (st.lo, st.hi) == pytest.approx(tuple(np.percentile(np.arange(256), [1, 99])))
-
-
-def test_level_input_carries_the_scenes_absolute_db_level() -> None:
-    """logpct-level: channel 0 is the logpct input; the last two are the scene's 1st/99th dB percentiles,
-    (dB + 15) / 10, the same on every tile; a scene 10 dB brighter has the same first channel, its level 1 up."""
-    rng = np.random.default_rng(0)
-    db = rng.normal(-14.0, 4.0, (64, 64)).astype(np.float32)
-    stats = scene_stats(db, None, "db")
-    x = scene_input(db, np.ones_like(db, bool), "db", LEVEL_NORM, 3)
-    assert x.shape == (3, 64, 64) and x.dtype == np.float32
-    np.testing.assert_array_equal(x[0], scene_input(db, np.ones_like(db, bool), "db", "logpct", 1)[0])
-    np.testing.assert_allclose(x[1:, 0, 0], [(stats.lo + 15) / 10, (stats.hi + 15) / 10], atol=1e-6)
-    assert np.all(x[1:] == x[1:, :1, :1])  # constant planes
-    tile = model_input(db[:16, 40:], stats, LEVEL_NORM, 3)  # a tile of the scene: the scene's level
-    np.testing.assert_array_equal(tile[1:, 0, 0], scene_level(stats))
-    brighter = scene_input(db + 10, np.ones_like(db, bool), "db", LEVEL_NORM, 3)
-    np.testing.assert_allclose(brighter[0], x[0], atol=1e-5)
-    np.testing.assert_allclose(brighter[1:] - x[1:], 1.0, atol=1e-5)
-    with pytest.raises(SarColorError, match="'logpct-level' needs more than 2 input channels"):
-        model_input(db, stats, LEVEL_NORM, 2)
