@@ -15,6 +15,7 @@ import datagen
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from sarcolor import cli
@@ -435,6 +436,14 @@ def test_context_model_trains_by_regression_and_keeps_the_best(tmp_path: Path, d
     sar = datagen.sar_image(40, 40, seed=3).astype("float32")
     sar_look, optical = (colorize_array(model, mcfg, sar, scale="8bit", look=k) for k in ("sar", "optical"))
     assert sar_look.shape == optical.shape == (40, 40, 3) and not (sar_look == optical).all()
+
+
+def test_regress_loss_takes_a_known_ab_loss(tmp_path: Path, data_dir: Path) -> None:
+    cfg = yaml.safe_load(make_config(tmp_path, data_dir).read_text())
+    cfg["model"] = {"arch": "contextnet", "width": 8, "windows": [3, 5], "name": "tiny-context"}
+    cfg["train"] |= {"loss": "regress", "ab_loss": "l3"}
+    with pytest.raises(SarColorError, match="train.ab_loss 'l3': use squared or ciede2000"):
+        run(datagen.write_config(tmp_path / "ab.yaml", cfg))
 
 
 @pytest.mark.parametrize(("model", "colour_loss"), [
