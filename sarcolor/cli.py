@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scale", default="auto", choices=SCALES,
                    help="how the SAR values are scaled (default: auto; 8-bit files are read as linear display "
                         "products unless --scale db says they hold dB, as SEN1-2's do)")
+    c.add_argument("--render", metavar="NAME",
+                   help="whose optical colour balance to give (contextnet: s2-l1c-p99, Sentinel-2 true colour, the "
+                        "default; sih-display, the ISRO sample scenes'; sen12, SEN1-2's; ben-l2a, BigEarthNet's)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
     c.add_argument("--device", default="auto", choices=DEVICES,
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "colorize":
         kw = dict(model=args.model, device=args.device, out_ext=args.out_ext, overwrite=args.overwrite,
                   quiet=args.quiet, scale=args.scale, bands=parse_bands(args.bands), nodata=args.nodata,
-                  tta=args.tta, look=args.look)
+                  tta=args.tta, look=args.look, render=args.render)
         if args.cluster is not None or args.workers is not None:
             from .cluster import colorize_on_cluster
 

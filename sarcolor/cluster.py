@@ -56,7 +56,7 @@ from .colorize import (
     plan_jobs,
 )
 from .errors import SarColorError
-from .models import resolve_model_path
+from .models import check_render, resolve_model_path
 from .raster import WRITE_DRIVERS, remove_temps_of, write_text_atomic
 
 if TYPE_CHECKING:
@@ -357,6 +357,7 @@ def _prepare(inputs: str | Path | Sequence[str | Path], output: str | Path, *, m
     sets = run_settings(settings)
     model_path = _model_file(model)
     cfg = get_model(model_path, "cpu")[1]  # a broken model file fails here, once, not in every task
+    check_render(cfg, sets.get("render"))  # and so does a rendering it does not know
     jobs, errors = plan_jobs(srcs, out, out_ext)
     out.mkdir(parents=True, exist_ok=True)
     ident = {"path": str(model_path), "sha256": file_sha256(model_path), "name": cfg.name}

@@ -36,7 +36,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .errors import SarColorError
 from .looks import check_look
-from .models import ModelConfig, load_model, predict_look, resolve_model_path
+from .models import ModelConfig, check_render, load_model, predict_look, resolve_model_path
 from .preprocess import SCALES, SceneStats, model_input, scene_stats
 from .raster import (
     READ_EXTS,
@@ -387,6 +387,7 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: M
     model_obj, cfg = get_model((model_obj, cfg), "auto" if device is None else device)
     georef_kept = output_driver(dst) == "GTiff"
     check_look(look)
+    check_render(cfg, render)
     tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name, "SARCOLOR_LOOK": look} if georef_kept else {}
     with gdal_env(), open_sar(src, bands=_bands_arg(bands), polarisation=cfg.polarisation,
                               nodata=nodata) as source:
@@ -486,7 +487,8 @@ def error_line(src: Path, exc: BaseException) -> str:
 def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path, *,
                    model: ModelLike = "default", scale: str = "auto", bands: Sequence[int] | None = None,
                    device: str = "auto", out_ext: str = ".tif", tta: bool = False, overwrite: bool = False,
-                   quiet: bool = False, nodata: float | None = None, look: str = "sar") -> int:
+                   quiet: bool = False, nodata: float | None = None, look: str = "sar",
+                   render: str | None = None) -> int:
     """The ``sarcolor colorize`` command in one process: file -> file, or files and folders -> a folder.
 
     Returns the exit code: 0, or 1 if any file of a batch failed (each failure is one line on stderr).
@@ -494,14 +496,15 @@ def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path
     """
     srcs, out = input_paths(inputs), Path(output)
     check_look(look)
-    kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta, look=look)
+    kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta, look=look, render=render)
     with logging_redirect_tqdm():
         if len(srcs) == 1 and srcs[0].is_file():
             src = srcs[0]
             if out.is_dir():
                 out = out / (src.stem + out_ext)
             check_output(src, out)
-            net, cfg = get_model(model, device)  # a bad --model or --device fails even when skipping
+            net, cfg = get_model(model, device)  # a bad --model, --device or --render fails even when skipping
+            check_render(cfg, render)
             if out.exists() and not overwrite:
                 log.warning("%s: exists, skipped (use --overwrite to replace it)", out)
                 return 0
@@ -517,6 +520,7 @@ def _colorize_batch(srcs: list[Path], out: Path, *, model: ModelLike, device: st
                     overwrite: bool, quiet: bool, **kw: object) -> int:
     jobs, errors = plan_jobs(srcs, out, out_ext)
     net, cfg = get_model(model, device)
+    check_render(cfg, kw.get("render"))  # once, not as every file's error  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
     for line in errors:
         tqdm.write(line, file=sys.stderr)

@@ -572,6 +572,18 @@ def _log_input(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     return x[:, :1]
 
 
+def check_render(cfg: ModelConfig, render: str | None) -> str | None:
+    """``render`` (an optical rendering: whose colour balance the output takes) if the model knows it; None:
+    the model's own default. A one-line error otherwise, before any work."""
+    if render is None:
+        return None
+    if not cfg.renders:
+        raise SarColorError(f"render {render!r}: this model has no renderings (contextnet and colournet have)")
+    if render not in cfg.renders:
+        raise SarColorError(f"render {render!r}: this model knows {', '.join(cfg.renders)}")
+    return render
+
+
 def predict_look(model: nn.Module, cfg: ModelConfig, x: torch.Tensor, look: str = "sar",
                  render: str | None = None) -> torch.Tensor:
     """Any generator's output in the chosen look, RGB in [-1, 1]. Models that predict RGB only (sarcolornet,

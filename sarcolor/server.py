@@ -271,6 +271,7 @@ class Job:
     scale: str
     bands: list[int] | None
     look: str = "sar"
+    render: str | None = None
     status: str = "queued"  # queued -> running -> done | failed
     progress: float = 0.0
     error: str | None = None
@@ -515,7 +516,7 @@ def _scrub(text: str, folder: Path) -> str:
 
 def _api_wording(text: str) -> str:
     """The engine speaks CLI (``--bands 2``, ``--scale db``); the API's parameters are ``bands=2``, ``scale=db``."""
-    return re.sub(r"--(bands|scale|look)\b ?", r"\1=", text)
+    return re.sub(r"--(bands|scale|look|render)\b ?", r"\1=", text)
 
 
 def _engine_error(exc: SarColorError, folder: Path) -> ApiError:
@@ -649,7 +650,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
                                                device))
 
     def run_job(job: Job) -> None:
-        opts = {"scale": job.scale, "bands": job.bands, "look": job.look}
+        opts = {"scale": job.scale, "bands": job.bands, "look": job.look, "render": job.render}
         try:
             failure = pool.run(_work, (job.folder, job.input_path, opts, conf.preview_max),
                                timeout=conf.job_timeout, progress=_progress_callback(job),
@@ -788,9 +789,12 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             raise
         return job_id, folder, kind
 
-    def _prepare(upload: UploadFile, scale: str, bands: str | None, look: str) -> Job:
+    def _prepare(upload: UploadFile, scale: str, bands: str | None, look: str, render: str | None) -> Job:
+        from .models import check_render
+
         try:
             band_list = parse_bands(bands)
+            check_render(cfg, render)
         except SarColorError as exc:
             raise ApiError(422, _api_wording(str(exc))) from None
         jobs.check_room()  # busy: answered before the upload is copied or opened
@@ -803,7 +807,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
             jobs.discard(job_id, folder)
             raise
         return Job(id=job_id, folder=folder, info=info, stem=safe_stem(upload.filename), scale=scale,
-                   bands=band_list, look=look)
+                   bands=band_list, look=look, render=render)
 
     @app.post("/api/colorize", summary="Colorize a SAR image (PNG, JPEG or GeoTIFF)",
               response_class=Response, status_code=200,
@@ -820,8 +824,10 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
                                   max_length=16),
         look: Literal[LOOKS] = Query("sar", description="sar: lightness from the SAR, colour from the model; "  # type: ignore[valid-type]
                                      "optical: the full optical-like prediction"),
+        render: str | None = Query(None, max_length=32, description="whose optical colour balance to give "
+                                   "(contextnet: s2-l1c-p99, the default; sih-display; sen12; ben-l2a)"),
     ) -> Response:
-        job = await run_in_threadpool(_prepare, file, scale, bands, look)
+        job = await run_in_threadpool(_prepare, file, scale, bands, look, render)
         jobs.submit(job)  # 503 when the queue is full
         if async_ or job.info.width * job.info.height > conf.sync_max_pixels:
             return JSONResponse(_status(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})

@@ -52,3 +52,43 @@ def test_an_existing_output_with_a_good_model_is_skipped(tmp_path: Path, tiny_mo
     (tmp_path / "out.tif").write_bytes(b"an earlier result")
     assert main(["colorize", str(src), "-o", str(tmp_path / "out.tif"), "--model", str(tiny_model_path)]) == 0
     assert (tmp_path / "out.tif").read_bytes() == b"an earlier result"
+
+
+def test_render_picks_the_colour_balance_and_a_wrong_one_is_a_one_line_error(
+        tmp_path: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--render: a rendering the model knows changes the colour (not the SAR's lightness); one it does not know,
+    or any rendering for a model without them, is a one-line error with exit 2 and no output, in a batch too."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from sarcolor.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="contextnet", width=8, windows=(3, 7), renders=("a", "b"), render="a", name="ctx")
+    net = build_model(cfg).eval()
+    with torch.no_grad():
+        net.render_embed.weight.normal_(0, 3.0)  # two clearly different colour balances ...
+        net.mlp[-1].weight.mul_(30)  # ... and vivid enough to see (a random head's colour is near grey)
+    model = tmp_path / "ctx.safetensors"
+    save_model(model, net, cfg)
+    src = write_geotiff(tmp_path / "in.tif", sar_db())
+    outs = {}
+    for render in ("a", "b"):
+        out = tmp_path / f"{render}.png"
+        assert main(["colorize", str(src), "-o", str(out), "--model", str(model), "--render", render, "-q"]) == 0
+        outs[render] = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert np.abs(outs["a"] - outs["b"]).mean() > 1  # another colour ...
+    grey = {k: v @ np.array([0.299, 0.587, 0.114]) for k, v in outs.items()}
+    assert np.corrcoef(grey["a"].ravel(), grey["b"].ravel())[0, 1] > 0.9  # ... under the same SAR lightness
+    capsys.readouterr()
+    for args, message in [
+        (["--model", str(model), "--render", "zz"], "render 'zz': this model knows a, b"),
+        (["--model", str(tiny_model_path), "--render", "a"], "render 'a': this model has no renderings"),
+    ]:
+        for output in (tmp_path / "bad.png", tmp_path / "batch"):
+            inputs = [str(src)] if output.suffix else [str(tmp_path / "in.tif"), str(src)]
+            assert main(["colorize", *inputs, "-o", str(output), *args, "-q"]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and message in err, err
+            assert not (tmp_path / "bad.png").exists() and not (tmp_path / "batch").exists()

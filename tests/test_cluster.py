@@ -101,6 +101,14 @@ def test_unreachable_scheduler_is_one_line(tiny_model_path: Path, tmp_path: Path
     assert err.startswith(f"sarcolor: error: --cluster tcp://127.0.0.1:{port}: cannot reach a Dask scheduler")
 
 
+def test_a_rendering_the_model_lacks_fails_before_the_cluster(tiny_model_path: Path, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    src = _scenes(tmp_path / "in", 1)
+    with pytest.raises(SarColorError, match="render 'sen12': this model has no renderings"):
+        colorize_on_cluster([src], tmp_path / "out", workers=1, model=tiny_model_path, quiet=True, render="sen12")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_of_another_run_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     src = _scenes(tmp_path / "in", 1)

@@ -49,6 +49,8 @@ def test_colorize_args_map_the_parameters() -> None:
                     "--overwrite", "--bands", "1,2"]
     assert runner.colorize_args("s", "a.tif", "b.png", look="optical", model="m.safetensors")[-2:] == [
         "--look", "optical"]
+    assert runner.colorize_args("s", "a.tif", "b.png", render=" sih-display ")[-2:] == ["--render", "sih-display"]
+    assert "--render" not in runner.colorize_args("s", "a.tif", "b.png", render="")
     with pytest.raises(runner.RunError, match=r"b\.vrt: sarcolor writes GeoTIFF"):
         runner.colorize_args("s", "a.tif", "b.vrt")
     with pytest.raises(runner.RunError, match="unknown scale 'dB'"):

@@ -146,6 +146,43 @@ def test_look_field(client: TestClient, tiny_model: Path) -> None:
     assert_json_error(post(client, png_bytes(sar), query="?look=fog"), 422, "look")
 
 
+def test_a_rendering_the_model_does_not_have_is_a_422_before_any_work(client: TestClient) -> None:
+    """render=: checked against the served model's renderings (this tiny sarcolornet has none) before the
+    upload is stored or queued."""
+    detail = assert_json_error(post(client, png_bytes(grey(16, 16)), query="?render=sen12"), 422, "render 'sen12'")
+    assert "no renderings" in detail
+
+
+def test_render_gives_the_colorize_engines_colour_balance(tmp_path: Path) -> None:
+    """render= on a model with renderings: the same image as colorize with that rendering; another one
+    differs; one the model does not know is a 422 naming those it does."""
+    import torch
+
+    from sarcolor.colorize import colorize
+    from sarcolor.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="contextnet", width=8, windows=(3, 7), renders=("a", "b"), render="a", name="ctx")
+    net = build_model(cfg).eval()
+    with torch.no_grad():
+        net.render_embed.weight.normal_(0, 3.0)
+        net.mlp[-1].weight.mul_(30)
+    model = tmp_path / "ctx.safetensors"
+    save_model(model, net, cfg)
+    sar = grey(48, 64, seed=5)
+    with TestClient(make_app(model)) as c:
+        got = {}
+        for render in ("a", "b"):
+            r = post(c, png_bytes(sar), query=f"?render={render}")
+            assert r.status_code == 200, r.text
+            with Image.open(io.BytesIO(r.content)) as im:
+                got[render] = np.asarray(im.convert("RGB")).astype(int)
+            direct = colorize(sar, model, device="cpu", render=render).astype(int)
+            assert np.abs(got[render] - direct).max() <= 2
+        assert np.abs(got["a"] - got["b"]).mean() > 1
+        assert_json_error(post(c, png_bytes(sar), query="?render=zz"), 422, "render 'zz': this model knows a, b")
+
+
 def test_engine_errors_speak_the_apis_parameters() -> None:
     """An engine message worded for the CLI (``--scale db``) names the API's parameters (``scale=db``)."""
     from sarcolor.server import _api_wording

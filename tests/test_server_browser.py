@@ -86,6 +86,14 @@ def sar_png(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
     return path, 768, 512
 
 
+def _served_renders(url: str) -> tuple[str, ...]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/api/model") as r:  # noqa: S310 (our own local server)
+        return tuple(json.load(r)["config"]["renders"])
+
+
 def test_page_colorizes_an_upload(server_url: str, sar_png: tuple[Path, int, int], tmp_path: Path) -> None:
     SCREENSHOT = README_SHOT if os.environ.get("SARCOLOR_SCREENSHOT") else tmp_path / "serve.png"
     if not CHROMIUM.exists():
@@ -101,14 +109,23 @@ def test_page_colorizes_an_upload(server_url: str, sar_png: tuple[Path, int, int
             # The one expected console error is the 415 of the wrong-type upload at the end.
             page.on("console", lambda msg: errors.append(msg.text)
                     if msg.type == "error" and "415" not in msg.text else None)
+            posts: list[str] = []
+            page.on("request", lambda req: posts.append(req.url) if "/api/colorize" in req.url else None)
             page.goto(server_url + "/")
             page.wait_for_function("() => document.getElementById('model-name').textContent !== 'loading…'")
             assert page.get_by_label("Choose image…").count() == 1  # the picker has a label
+            # The colour balance to give: the model's renderings, its default chosen (none: the field is hidden)
+            renders = page.eval_on_selector_all("#render option", "os => os.map(o => o.value)")
+            expected = list(_served_renders(server_url))
+            assert renders == expected and page.locator("#render-field").is_visible() == bool(expected)
+            if expected:
+                page.select_option("#render", expected[-1])
 
             page.set_input_files("#file-input", str(path))
             page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Done')",
                                    timeout=120_000)
 
+            assert posts and all((f"render={expected[-1]}" in u) == bool(expected) for u in posts)
             natural = page.eval_on_selector("#result-img", "i => [i.naturalWidth, i.naturalHeight, i.complete]")
             assert natural == [width, height, True]
             sar = page.eval_on_selector("#sar-img", "i => [i.naturalWidth, i.naturalHeight]")

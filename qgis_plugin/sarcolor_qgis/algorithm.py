@@ -24,13 +24,15 @@ keeps the input's CRS and transform (GeoTIFF); nodata pixels stay nodata.</p>
 (e.g. 1,2).</p>
 <p><b>Scale</b>: how the values are stored; auto decides from the data type and range.</p>
 <p><b>Look</b>: sar (the default) or optical: sarcolor's --look option (needs a sarcolor that has it).</p>
+<p><b>Colours like</b>: empty for the model's default colour balance (Sentinel-2 true colour), or one of its
+renderings: sih-display (ISRO's sample scenes, India), sen12 (SEN1-2), ben-l2a (BigEarthNet, Europe).</p>
 <p><b>Model</b>: empty or 'default' for the shipped model, or a .safetensors file from sarcolor train/export.</p>
 <p>Runs the sarcolor command set in Settings &gt; Options &gt; Processing &gt; Providers &gt; sarcolor
 (default: sarcolor on PATH).</p>""".split())
 
 
 class ColorizeAlgorithm(QgsProcessingAlgorithm):
-    INPUT, BAND, SCALE, LOOK, MODEL, OUTPUT = "INPUT", "BAND", "SCALE", "LOOK", "MODEL", "OUTPUT"
+    INPUT, BAND, SCALE, LOOK, RENDER, MODEL, OUTPUT = "INPUT", "BAND", "SCALE", "LOOK", "RENDER", "MODEL", "OUTPUT"
 
     def name(self) -> str:
         return "colorize"
@@ -54,6 +56,9 @@ class ColorizeAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             self.LOOK, "Look", options=list(runner.LOOKS), defaultValue="sar",
             usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.RENDER, "Colours like (a rendering of the model; empty: its default)", defaultValue="",
+            optional=True))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "Model (empty: the shipped default model)", optional=True,
             fileFilter="sarcolor models (*.safetensors)"))
@@ -79,6 +84,7 @@ class ColorizeAlgorithm(QgsProcessingAlgorithm):
                                          f"not {layer.providerType()} layers; save the layer to a GeoTIFF first")
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         look = self.parameterAsEnumString(parameters, self.LOOK, context)
+        render = self.parameterAsString(parameters, self.RENDER, context).strip()
         from .provider import executable_setting
 
         try:
@@ -86,10 +92,13 @@ class ColorizeAlgorithm(QgsProcessingAlgorithm):
             args = runner.colorize_args(
                 exe, layer.source(), dst, band=self.parameterAsString(parameters, self.BAND, context),
                 scale=self.parameterAsEnumString(parameters, self.SCALE, context), look=look,
-                model=self.parameterAsFile(parameters, self.MODEL, context))
+                model=self.parameterAsFile(parameters, self.MODEL, context), render=render)
             if look != "sar" and not runner.supports_option(exe, "--look"):
                 raise runner.RunError(f"look {look!r} needs a newer sarcolor than {runner.version(exe)!r}; "
                                       "update it or use look 'sar'")
+            if render and not runner.supports_option(exe, "--render"):
+                raise runner.RunError(f"'Colours like' needs a newer sarcolor than {runner.version(exe)!r}; "
+                                      "update it or leave it empty")
             feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in args))
             # Other output (a broken installation's traceback) only when debugging, as in sarcolor itself.
             debug = feedback.pushDebugInfo if os.environ.get("SARCOLOR_DEBUG") else None

@@ -50,7 +50,7 @@ def find_command(setting: str | None = None) -> str:
 
 
 def colorize_args(exe: str, src: str, dst: str, *, band: str = "", scale: str = "auto", look: str = "sar",
-                  model: str = "default") -> list[str]:
+                  model: str = "default", render: str = "") -> list[str]:
     """The command line for one file; QGIS has already asked before replacing ``dst``, hence --overwrite."""
     if os.path.splitext(dst)[1].lower() not in OUTPUT_EXTS:
         raise RunError(f"{dst}: sarcolor writes GeoTIFF (.tif), PNG or JPEG; choose one of those extensions")
@@ -65,6 +65,9 @@ def colorize_args(exe: str, src: str, dst: str, *, band: str = "", scale: str = 
         args += ["--bands", band]
     if look != "sar":  # only then: a sarcolor without --look still runs the default look
         args += ["--look", look]
+    render = (render or "").strip()
+    if render:  # the model checks the name (one line naming those it knows)
+        args += ["--render", render]
     return args
 
 

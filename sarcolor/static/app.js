@@ -9,6 +9,27 @@ let busy = false;
 let pollTimer = null;
 
 // ------------------------------------------------------------------ model info
+// The optical renderings of the shipped models, in the analyst's words (another model's show as their names).
+const RENDER_NAMES = {
+  "s2-l1c-p99": "Sentinel-2 true colour (California, Texas)",
+  "sih-display": "ISRO's sample scenes (India)",
+  "sen12": "SEN1-2 (worldwide)",
+  "ben-l2a": "BigEarthNet, Sentinel-2 L2A (Europe)",
+};
+
+function showRenders(renders, chosen) {
+  const sel = $("render");
+  sel.replaceChildren();
+  for (const name of renders) {
+    const opt = document.createElement("option");
+    opt.value = name;
+    opt.textContent = RENDER_NAMES[name] || name;
+    opt.selected = name === chosen;
+    sel.append(opt);
+  }
+  $("render-field").hidden = renders.length === 0;  // a model without renderings has one colour balance
+}
+
 async function loadModel() {
   try {
     const r = await fetch("/api/model");
@@ -28,6 +49,7 @@ async function loadModel() {
       dd.textContent = String(v);
       meta.append(dt, dd);
     }
+    showRenders(m.config.renders || [], m.config.render);
     $("model-card").textContent = m.card && m.card.trim() ? m.card : "(this model has no card)";
     $("limits").textContent =
       `Up to ${Math.round(limits.max_upload_mb)} MB and ${(limits.max_pixels / 1e6).toFixed(0)} megapixels.`;
@@ -92,8 +114,9 @@ function upload(file) {
   form.append("file", file, file.name);
   const scale = encodeURIComponent($("scale").value);
   const look = encodeURIComponent(document.querySelector('input[name="look"]:checked').value);
+  const render = $("render-field").hidden ? "" : `&render=${encodeURIComponent($("render").value)}`;
   const xhr = new XMLHttpRequest();  // fetch() cannot report upload progress
-  xhr.open("POST", `/api/colorize?async=1&scale=${scale}&look=${look}`);
+  xhr.open("POST", `/api/colorize?async=1&scale=${scale}&look=${look}${render}`);
   xhr.responseType = "json";
   xhr.upload.onprogress = (ev) => {
     if (ev.lengthComputable) {
