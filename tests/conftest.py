@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sarcolor.models import ModelConfig, SarColorNet, save_model
+from sarcolor.models import ModelConfig, SarColorNet, build_model, save_model
 
 # ../shared/data next to the repository (read-only real data; tests that need it skip where it is absent).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -36,4 +36,18 @@ def tiny() -> tuple[SarColorNet, ModelConfig]:
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, tiny: tuple[SarColorNet, ModelConfig]) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     save_model(path, *tiny)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_render_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny contextnet with two clearly different, vivid renderings "a" (its default) and "b"."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="contextnet", width=8, windows=(3, 7), renders=("a", "b"), render="a", name="ctx")
+    net = build_model(cfg).eval()
+    with torch.no_grad():
+        net.render_embed.weight.normal_(0, 3.0)
+        net.mlp[-1].weight.mul_(30)  # a random head's colour is near grey: make it vivid enough to tell apart
+    path = tmp_path_factory.mktemp("model") / "two-render.safetensors"
+    save_model(path, net, cfg)
     return path

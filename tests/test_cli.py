@@ -55,23 +55,13 @@ def test_an_existing_output_with_a_good_model_is_skipped(tmp_path: Path, tiny_mo
 
 
 def test_render_picks_the_colour_balance_and_a_wrong_one_is_a_one_line_error(
-        tmp_path: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, tiny_model_path: Path, two_render_model_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--render: a rendering the model knows changes the colour (not the SAR's lightness); one it does not know,
     or any rendering for a model without them, is a one-line error with exit 2 and no output, in a batch too."""
     import numpy as np
-    import torch
     from PIL import Image
 
-    from sarcolor.models import ModelConfig, build_model, save_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="contextnet", width=8, windows=(3, 7), renders=("a", "b"), render="a", name="ctx")
-    net = build_model(cfg).eval()
-    with torch.no_grad():
-        net.render_embed.weight.normal_(0, 3.0)  # two clearly different colour balances ...
-        net.mlp[-1].weight.mul_(30)  # ... and vivid enough to see (a random head's colour is near grey)
-    model = tmp_path / "ctx.safetensors"
-    save_model(model, net, cfg)
+    model = two_render_model_path
     src = write_geotiff(tmp_path / "in.tif", sar_db())
     outs = {}
     for render in ("a", "b"):

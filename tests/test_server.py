@@ -153,22 +153,12 @@ def test_a_rendering_the_model_does_not_have_is_a_422_before_any_work(client: Te
     assert "no renderings" in detail
 
 
-def test_render_gives_the_colorize_engines_colour_balance(tmp_path: Path) -> None:
+def test_render_gives_the_colorize_engines_colour_balance(two_render_model_path: Path) -> None:
     """render= on a model with renderings: the same image as colorize with that rendering; another one
     differs; one the model does not know is a 422 naming those it does."""
-    import torch
-
     from sarcolor.colorize import colorize
-    from sarcolor.models import ModelConfig, build_model, save_model
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="contextnet", width=8, windows=(3, 7), renders=("a", "b"), render="a", name="ctx")
-    net = build_model(cfg).eval()
-    with torch.no_grad():
-        net.render_embed.weight.normal_(0, 3.0)
-        net.mlp[-1].weight.mul_(30)
-    model = tmp_path / "ctx.safetensors"
-    save_model(model, net, cfg)
+    model = two_render_model_path
     sar = grey(48, 64, seed=5)
     with TestClient(make_app(model)) as c:
         got = {}
