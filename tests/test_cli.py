@@ -69,6 +69,12 @@ def test_render_picks_the_colour_balance_and_a_wrong_one_is_a_one_line_error(
         assert main(["colorize", str(src), "-o", str(out), "--model", str(model), "--render", render, "-q"]) == 0
         outs[render] = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert np.abs(outs["a"] - outs["b"]).mean() > 1  # another colour ...
+    import rasterio
+
+    assert main(["colorize", str(src), "-o", str(tmp_path / "b.tif"), "--model", str(model), "--render", "b",
+                 "-q"]) == 0
+    with rasterio.open(tmp_path / "b.tif") as ds:  # the GeoTIFF says which colour balance it carries
+        assert ds.tags()["SARCOLOR_RENDER"] == "b" and ds.tags()["SARCOLOR_LOOK"] == "sar"
     grey = {k: v @ np.array([0.299, 0.587, 0.114]) for k, v in outs.items()}
     assert np.corrcoef(grey["a"].ravel(), grey["b"].ravel())[0, 1] > 0.9  # ... under the same SAR lightness
     capsys.readouterr()
