@@ -637,16 +637,21 @@ class RGBWriter:
         else:
             self.tmp = _temp_name(self.dst, "part")
             self.temps.append(self.tmp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG, or an image without CRS
-            self.ds = rasterio.open(self.tmp or "", "w", **profile)
-        self.ds.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
-        if georef.gcps is not None:
-            self.ds.gcps = georef.gcps
-        if georef.rpcs is not None:
-            self.ds.rpcs = georef.rpcs
-        if tags:
-            self.ds.update_tags(**tags)
+        self.ds: Any = None
+        try:  # a stop (SIGTERM, Ctrl-C) before the caller's ``with`` holds this writer still removes the file
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG, or an image without CRS
+                self.ds = rasterio.open(self.tmp or "", "w", **profile)
+            self.ds.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+            if georef.gcps is not None:
+                self.ds.gcps = georef.gcps
+            if georef.rpcs is not None:
+                self.ds.rpcs = georef.rpcs
+            if tags:
+                self.ds.update_tags(**tags)
+        except BaseException:
+            self.abort()
+            raise
 
     def write_rows(self, y0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
         if y0 != self._next_row:
@@ -706,7 +711,8 @@ class RGBWriter:
         already unwinding) must not cut the cleanup short: those signals wait until it is done."""
         with _signals_held():
             try:
-                self.ds.close()
+                if self.ds is not None:
+                    self.ds.close()
             finally:
                 self._cleanup()
 

@@ -304,6 +304,24 @@ def test_failed_write_leaves_nothing_and_keeps_an_old_output(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"] and dst.read_bytes() == b"previous result"
 
 
+def test_a_stop_while_the_writer_is_being_made_leaves_no_temp_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (raised as an exception) can land after GDAL created the temp file but before the caller holds
+    the writer: the constructor itself removes the file (a CI run caught one left behind)."""
+    import sarcolor.raster as raster
+
+    class Stopping:
+        @property
+        def red(self) -> None:
+            assert list(tmp_path.iterdir()), "the temp file exists by now"
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(raster, "ColorInterp", Stopping())
+    with pytest.raises(KeyboardInterrupt):
+        RGBWriter(tmp_path / "o.tif", 10, 10, tags={"SARCOLOR_LOOK": "sar"})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_rejects_rows_out_of_order(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="in order"), RGBWriter(tmp_path / "o.tif", 10, 10) as wr:
         wr.write_rows(5, np.zeros((3, 5, 10), np.uint8), np.ones((5, 10), bool))
