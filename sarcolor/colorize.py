@@ -387,7 +387,7 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: M
     model_obj, cfg = get_model((model_obj, cfg), "auto" if device is None else device)
     georef_kept = output_driver(dst) == "GTiff"
     check_look(look)
-    render = check_render(cfg, render) or cfg.render or (cfg.renders[0] if cfg.renders else None)
+    render = check_render(cfg, render)
     tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name, "SARCOLOR_LOOK": look} if georef_kept else {}
     if georef_kept and render:  # which colour balance the file carries (provenance for the analyst)
         tags["SARCOLOR_RENDER"] = render

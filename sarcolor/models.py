@@ -214,10 +214,7 @@ class LookNet(nn.Module):
     def render_index(self, render: str | None) -> int:
         if not self.cfg.renders:  # a model trained without renderings: one colour balance for all
             return 0
-        name = render or self.cfg.render or self.renders[0]
-        if name not in self.renders:
-            raise SarColorError(f"render {name!r}: this model knows {', '.join(self.renders)}")
-        return self.renders.index(name)
+        return self.renders.index(check_render(self.cfg, render))
 
     @staticmethod
     def _render_tensor(x: torch.Tensor, render: torch.Tensor | int | None) -> torch.Tensor:
@@ -573,15 +570,17 @@ def _log_input(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 def check_render(cfg: ModelConfig, render: str | None) -> str | None:
-    """``render`` (an optical rendering: whose colour balance the output takes) if the model knows it; None:
-    the model's own default. A one-line error otherwise, before any work."""
-    if render is None:
-        return None
+    """The optical rendering (whose colour balance the output takes) that ``render`` asks for: ``render`` itself,
+    else the model's default; None for a model without renderings. A one-line error for a name the model does
+    not know, or any name for a model without renderings, before any work."""
     if not cfg.renders:
-        raise SarColorError(f"render {render!r}: this model has no renderings (contextnet and colournet have)")
-    if render not in cfg.renders:
-        raise SarColorError(f"render {render!r}: this model knows {', '.join(cfg.renders)}")
-    return render
+        if render is not None:
+            raise SarColorError(f"render {render!r}: this model has no renderings (contextnet and colournet have)")
+        return None
+    name = render or cfg.render or cfg.renders[0]
+    if name not in cfg.renders:
+        raise SarColorError(f"render {name!r}: this model knows {', '.join(cfg.renders)}")
+    return name
 
 
 def predict_look(model: nn.Module, cfg: ModelConfig, x: torch.Tensor, look: str = "sar",
