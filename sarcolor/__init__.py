@@ -3,6 +3,17 @@
 from .errors import SarColorError
 
 
+def version() -> str:
+    """The installed package's version ("dev" when run from a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _installed
+
+    try:
+        return _installed("sarcolor")
+    except PackageNotFoundError:
+        return "dev"
+
+
 def load_model(name_or_path: str = "default", device: str = "cpu"):
     """Load a shipped model by name or a .safetensors file; returns (model, config)."""
     from .models import load_model as _load
@@ -32,4 +43,4 @@ def colorize_paths(inputs, output, *, client=None, **kwargs) -> int:
     return colorize_paths_distributed(inputs, output, client=client, **kwargs)
 
 
-__all__ = ["SarColorError", "colorize", "colorize_paths", "load_model"]
+__all__ = ["SarColorError", "colorize", "colorize_paths", "load_model", "version"]

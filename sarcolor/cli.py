@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import version
 from .errors import SarColorError
 from .looks import LOOKS
 from .preprocess import SCALES
@@ -31,7 +32,7 @@ DEVICES = ("auto", "cpu", "cuda")  # --device of colorize, train and evaluate
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sarcolor", description="Deep-learning colorization of SAR imagery.")
-    p.add_argument("--version", action="version", version=f"sarcolor {_version()}")
+    p.add_argument("--version", action="version", version=f"sarcolor {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("colorize", help="colorize SAR images and folders of them, here or on a Dask cluster")
@@ -111,15 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--job-timeout", type=float, default=600.0,
                    help="seconds one image may take; a longer job is stopped and answered 413 (default: 600)")
     return p
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("sarcolor")
-    except PackageNotFoundError:
-        return "dev"
 
 
 def _require_serve_extra() -> None:

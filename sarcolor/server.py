@@ -50,6 +50,7 @@ from rasterio.errors import RasterioError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import version
 from .errors import SarColorError
 from .looks import LOOKS
 from .preprocess import SCALES
@@ -674,7 +675,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         pool.close()
 
     # FastAPI's Swagger page loads its JavaScript from a CDN (blank offline); /docs is served by _api_docs_html.
-    app = FastAPI(title="sarcolor", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="sarcolor", version=version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Colorize SAR images (PNG, JPEG, GeoTIFF). Small images are answered with the "
                               "PNG; large scenes, or `?async=1`, with a job to poll.")
     app.state.jobs = jobs
@@ -906,12 +907,6 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
             if entry.is_file() and suffix in _STATIC_TYPES:
                 out[entry.name] = (entry.read_bytes(), _STATIC_TYPES[suffix])
     return out
-
-
-def _version() -> str:
-    from .cli import _version as v
-
-    return v()
 
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
