@@ -7,6 +7,7 @@ rebuilds the network from the file alone (like nanoGPT's ``model_args``). No pic
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -510,13 +511,23 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (a temporary file beside it, then renamed), readable as any file
+    this user creates is: safetensors makes its files owner-only (0600), so a model exported to a shared
+    folder could not be read by the colleagues it was made for."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o666 & ~mask)
+    tmp.replace(path)
+
+
 def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig, card: str = "") -> None:
     """Write inference weights + config (+ optional model card text) atomically as safetensors."""
-    path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"sarcolor_config": cfg.to_json(), "model_card": card})
-    tmp.replace(path)
+    save_safetensors(state, path, {"sarcolor_config": cfg.to_json(), "model_card": card})
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

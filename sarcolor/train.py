@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
@@ -47,6 +47,7 @@ from .models import (
     predict_look,
     read_metadata,
     save_model,
+    save_safetensors,
     seed_config,
 )
 from .preprocess import scene_input
@@ -186,9 +187,7 @@ def save_checkpoint(path: Path, parts: dict[str, nn.Module], opts: dict[str, tor
         opt_meta[name] = m
     tensors["rng/torch"] = torch.get_rng_state()
     meta = {**meta, "optimizers": opt_meta}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"sarcolor_checkpoint": json.dumps(meta, default=str)})
-    os.replace(tmp, path)
+    save_safetensors(tensors, path, {"sarcolor_checkpoint": json.dumps(meta, default=str)})
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:

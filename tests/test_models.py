@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -138,6 +140,19 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(net.eval()(x), loaded(x))
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left over
+
+
+def test_saved_models_follow_the_umask_not_owner_only(tmp_path: Path) -> None:
+    """safetensors alone writes 0600: an exported model on a shared drive would be unreadable to the team."""
+    old = os.umask(0o022)
+    try:
+        save_model(tmp_path / "m.safetensors", build_model(TINY), TINY)
+        assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
+        os.umask(0o077)
+        save_model(tmp_path / "private.safetensors", build_model(TINY), TINY)
+        assert stat.S_IMODE((tmp_path / "private.safetensors").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_bad_model_files_are_reported(tmp_path: Path) -> None:
