@@ -22,6 +22,7 @@ import signal
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -638,37 +639,102 @@ def train(cfg: dict, *, resume: bool = False, init: str | None = None, quiet: bo
             dist.destroy_process_group()
 
 
-def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None,
-           quiet: bool) -> Path:
-    tc = cfg["train"]
-    if tc["threads"]:
-        torch.set_num_threads(int(tc["threads"]))
+def _run_dir(cfg: dict, resume: bool) -> Path:
+    """The run folder (relative to the config file, like the data roots), checked against ``--resume``."""
     run_dir = Path(cfg["run_dir"])
-    if not run_dir.is_absolute():  # relative to the config file, like the data roots
+    if not run_dir.is_absolute():
         run_dir = (Path(cfg.get("_base", ".")) / run_dir).resolve()
     ck_path = run_dir / "checkpoint.safetensors"
     if resume and not ck_path.is_file():
         raise SarColorError(f"{run_dir}: nothing to resume (no checkpoint.safetensors)")
     if not resume and ck_path.is_file():
         raise SarColorError(f"{run_dir}: a run exists already; use --resume or another run_dir")
-    seed = int(cfg["seed"])
-    mcfg = model_config(cfg)
+    return run_dir
 
-    tensors, meta, gen_state = None, None, None
+
+def _starting_point(cfg: dict, ck_path: Path, resume: bool, init: str | None
+                    ) -> tuple[ModelConfig, dict | None, dict | None, dict | None]:
+    """(model config, checkpoint tensors, checkpoint metadata, initial generator weights): a resumed run's
+    own model and state, a fine-tuning's initial weights (``--init``), or the config's fresh model."""
+    mcfg = model_config(cfg)
     if resume:
         tensors, meta = load_checkpoint(ck_path)
-        mcfg = ModelConfig.from_json(meta["model_config"])  # the run's model, also when it began from --init
         _warn_changed(meta.get("config", {}), cfg)
-    elif init:
-        gen_state, icfg = _load_init(init)
-        wanted = (cfg.get("model") or {}).get("arch")
-        if wanted and wanted != icfg.arch:
-            raise SarColorError(f"--init {init}: architecture {icfg.arch} differs from the config's {wanted}")
-        # The config may rename the model and give it a detail branch; everything else is the init's.
-        given = cfg.get("model") or {}
-        mcfg = replace(icfg, name=mcfg.name if given.get("name") else icfg.name,
-                       detail=int(given.get("detail", icfg.detail)))
-        log.info("fine-tuning from %s (%s)", init, icfg.arch)
+        # the run's model, also when it began from --init
+        return ModelConfig.from_json(meta["model_config"]), tensors, meta, None
+    if not init:
+        return mcfg, None, None, None
+    gen_state, icfg = _load_init(init)
+    wanted = (cfg.get("model") or {}).get("arch")
+    if wanted and wanted != icfg.arch:
+        raise SarColorError(f"--init {init}: architecture {icfg.arch} differs from the config's {wanted}")
+    # The config may rename the model and give it a detail branch; everything else is the init's.
+    given = cfg.get("model") or {}
+    mcfg = replace(icfg, name=mcfg.name if given.get("name") else icfg.name,
+                   detail=int(given.get("detail", icfg.detail)))
+    log.info("fine-tuning from %s (%s)", init, icfg.arch)
+    return mcfg, None, None, gen_state
+
+
+def _dataset(trainer: Trainer, train_refs: list[PairRef], mcfg: ModelConfig, tc: dict, seed: int) -> CropDataset:
+    """The training samples for the loss: context statistics computed once (contextnet, ``regress``: they
+    have no weights) or crops."""
+    renders = mcfg.renders if mcfg.arch in LOOK_ARCHS else None
+    if tc["loss"] == "regress":
+        return PixelDataset(
+            train_refs, features=trainer.gen.features, factor=trainer.gen.factor, pixels=int(tc["pixels"]),
+            input_norm=mcfg.input_norm, samples_per_epoch=tc["samples_per_epoch"], seed=seed, renders=renders,
+            balance_sources=bool(tc["balance_sources"]))
+    return CropDataset(train_refs, crop=tc["crop"], input_norm=mcfg.input_norm,
+                       in_channels=mcfg.in_channels, samples_per_epoch=tc["samples_per_epoch"], seed=seed,
+                       augment=bool(tc["augment"]), preload=_preload(tc["preload"]), renders=renders,
+                       balance_sources=bool(tc["balance_sources"]))
+
+
+def _open_logs(run_dir: Path, resume: bool, step: int) -> tuple[Path, Any]:
+    """log.csv (trimmed to ``step`` on resume, with its header) and a TensorBoard writer (None without it)."""
+    csv_path = run_dir / "log.csv"
+    if resume:
+        _trim_log(csv_path, step)
+    if not csv_path.exists():
+        with open(csv_path, "w", newline="") as f:
+            csv.writer(f).writerow(_CSV_FIELDS)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return csv_path, SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
+    except Exception:  # tensorboard is optional
+        return csv_path, None
+
+
+def _log_row(csv_path: Path, tb: Any, row: dict) -> None:
+    """One row of log.csv, and its numbers to TensorBoard when there is a writer."""
+    with open(csv_path, "a", newline="") as f:
+        csv.DictWriter(f, _CSV_FIELDS).writerow(row)
+    if tb is not None:
+        for k, val in row.items():
+            if k != "step" and val is not None:
+                tb.add_scalar(k, val, row["step"])
+
+
+def _write_digest(out: Path, trainer: Trainer, rank: int, world: int, step: int, losses: list[float]) -> None:
+    """For the multi-process test: did every rank end with the same weights? (rank<N>.json in ``out``)"""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "rank": rank, "world": world, "step": step, "gen": weights_digest(trainer.gen),
+        "ema": weights_digest(trainer.ema),
+        "disc": weights_digest(trainer.disc) if trainer.disc is not None else None, "losses": losses}))
+
+
+def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None,
+           quiet: bool) -> Path:
+    tc = cfg["train"]
+    if tc["threads"]:
+        torch.set_num_threads(int(tc["threads"]))
+    run_dir = _run_dir(cfg, resume)
+    ck_path = run_dir / "checkpoint.safetensors"
+    seed = int(cfg["seed"])
+    mcfg, tensors, meta, gen_state = _starting_point(cfg, ck_path, resume, init)
 
     bs = int(tc["batch_size"])
     if bs < 1 or int(tc["samples_per_epoch"]) < bs * world:
@@ -695,17 +761,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     if world > 1:
         trainer.wrap_ddp()
 
-    renders = mcfg.renders if mcfg.arch in LOOK_ARCHS else None
-    if tc["loss"] == "regress":  # contextnet: its statistics have no weights, so they are computed once
-        ds: CropDataset = PixelDataset(
-            splits["train"], features=trainer.gen.features, factor=trainer.gen.factor, pixels=int(tc["pixels"]),
-            input_norm=mcfg.input_norm, samples_per_epoch=tc["samples_per_epoch"], seed=seed, renders=renders,
-            balance_sources=bool(tc["balance_sources"]))
-    else:
-        ds = CropDataset(splits["train"], crop=tc["crop"], input_norm=mcfg.input_norm,
-                         in_channels=mcfg.in_channels, samples_per_epoch=tc["samples_per_epoch"], seed=seed,
-                         augment=bool(tc["augment"]), preload=_preload(tc["preload"]), renders=renders,
-                         balance_sources=bool(tc["balance_sources"]))
+    ds = _dataset(trainer, splits["train"], mcfg, tc, seed)
     if tc["loss"] == "colour":
         trainer.set_colour_prior(colour_histogram(ds, trainer.gen.factor))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
@@ -716,20 +772,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     multiple = int(getattr(trainer.gen, "multiple", 1))
     val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if (rank == 0 and splits["val"]) else []
 
-    csv_path = run_dir / "log.csv"
-    tb = None
-    if rank == 0:
-        if resume:
-            _trim_log(csv_path, step)
-        if not csv_path.exists():
-            with open(csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(_CSV_FIELDS)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
-        except Exception:  # tensorboard is optional
-            tb = None
+    csv_path, tb = _open_logs(run_dir, resume, step) if rank == 0 else (run_dir / "log.csv", None)
     # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
     # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
     select_by = {"colour": "colour_error", "regress": "colour_error", "detail": "pd"}.get(tc["loss"], "ciede2000")
@@ -803,12 +846,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
                     row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
                     log.info("step %d: %s", step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
                 if row and rank == 0:
-                    with open(csv_path, "a", newline="") as f:
-                        csv.DictWriter(f, _CSV_FIELDS).writerow(row)
-                    if tb is not None:
-                        for k, val in row.items():
-                            if k != "step" and val is not None:
-                                tb.add_scalar(k, val, step)
+                    _log_row(csv_path, tb, row)
                 over = (bool(budget) and elapsed >= budget) or stop["sigterm"]
                 if world > 1:  # agree on stopping early, so no rank waits forever in a collective
                     flag = torch.tensor([float(over)], device=device)
@@ -830,18 +868,12 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     if rank == 0 and val_items and step % tc["val_every"] != 0 and not stop["sigterm"]:
         scores = validate(trainer.ema, val_items, device, mcfg, val_look)
         keep_if_best(scores)
-        with open(csv_path, "a", newline="") as f:
-            csv.DictWriter(f, _CSV_FIELDS).writerow({"step": step, "elapsed_s": round(elapsed, 1),
-                                                    **{f"val_{k}": round(s, 4) for k, s in scores.items()}})
+        _log_row(csv_path, None, {"step": step, "elapsed_s": round(elapsed, 1),
+                                  **{f"val_{k}": round(v, 4) for k, v in scores.items()}})
     if tb is not None:
         tb.close()
-    if os.environ.get(DIGEST_ENV):  # for the multi-process test: did every rank end with the same weights?
-        out = Path(os.environ[DIGEST_ENV])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.json").write_text(json.dumps({
-            "rank": rank, "world": world, "step": step, "gen": weights_digest(trainer.gen),
-            "ema": weights_digest(trainer.ema),
-            "disc": weights_digest(trainer.disc) if trainer.disc is not None else None, "losses": step_losses}))
+    if os.environ.get(DIGEST_ENV):
+        _write_digest(Path(os.environ[DIGEST_ENV]), trainer, rank, world, step, step_losses)
     if world > 1:
         dist.barrier()
     return run_dir
