@@ -639,8 +639,9 @@ def train(cfg: dict, *, resume: bool = False, init: str | None = None, quiet: bo
             dist.destroy_process_group()
 
 
-def _run_dir(cfg: dict, resume: bool) -> Path:
-    """The run folder (relative to the config file, like the data roots), checked against ``--resume``."""
+def _run_dir(cfg: dict, resume: bool) -> tuple[Path, Path]:
+    """The run folder (relative to the config file, like the data roots) and its checkpoint's path, checked
+    against ``--resume``."""
     run_dir = Path(cfg["run_dir"])
     if not run_dir.is_absolute():
         run_dir = (Path(cfg.get("_base", ".")) / run_dir).resolve()
@@ -649,7 +650,7 @@ def _run_dir(cfg: dict, resume: bool) -> Path:
         raise SarColorError(f"{run_dir}: nothing to resume (no checkpoint.safetensors)")
     if not resume and ck_path.is_file():
         raise SarColorError(f"{run_dir}: a run exists already; use --resume or another run_dir")
-    return run_dir
+    return run_dir, ck_path
 
 
 def _starting_point(cfg: dict, ck_path: Path, resume: bool, init: str | None
@@ -691,9 +692,9 @@ def _dataset(trainer: Trainer, train_refs: list[PairRef], mcfg: ModelConfig, tc:
                        balance_sources=bool(tc["balance_sources"]))
 
 
-def _open_logs(run_dir: Path, resume: bool, step: int) -> tuple[Path, Any]:
-    """log.csv (trimmed to ``step`` on resume, with its header) and a TensorBoard writer (None without it)."""
-    csv_path = run_dir / "log.csv"
+def _open_logs(csv_path: Path, resume: bool, step: int) -> Any:
+    """log.csv ready to append to (trimmed to ``step`` on resume, with its header), and a TensorBoard writer
+    beside it (None without TensorBoard)."""
     if resume:
         _trim_log(csv_path, step)
     if not csv_path.exists():
@@ -702,9 +703,9 @@ def _open_logs(run_dir: Path, resume: bool, step: int) -> tuple[Path, Any]:
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        return csv_path, SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
+        return SummaryWriter(str(csv_path.parent / "tb"), purge_step=step if resume else None)
     except Exception:  # tensorboard is optional
-        return csv_path, None
+        return None
 
 
 def _log_row(csv_path: Path, tb: Any, row: dict) -> None:
@@ -731,8 +732,7 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     tc = cfg["train"]
     if tc["threads"]:
         torch.set_num_threads(int(tc["threads"]))
-    run_dir = _run_dir(cfg, resume)
-    ck_path = run_dir / "checkpoint.safetensors"
+    run_dir, ck_path = _run_dir(cfg, resume)
     seed = int(cfg["seed"])
     mcfg, tensors, meta, gen_state = _starting_point(cfg, ck_path, resume, init)
 
@@ -772,7 +772,8 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
     multiple = int(getattr(trainer.gen, "multiple", 1))
     val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if (rank == 0 and splits["val"]) else []
 
-    csv_path, tb = _open_logs(run_dir, resume, step) if rank == 0 else (run_dir / "log.csv", None)
+    csv_path = run_dir / "log.csv"
+    tb = _open_logs(csv_path, resume, step) if rank == 0 else None
     # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
     # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
     select_by = {"colour": "colour_error", "regress": "colour_error", "detail": "pd"}.get(tc["loss"], "ciede2000")
