@@ -6,8 +6,9 @@ On a config's held-out pairs, per source, with no model:
   SAR's dB band with the optical grey's band, per image, then the mean of its absolute value (the sign may
   differ from image to image). 1 would mean the SAR shows the optical's detail at that scale; 0 that it shows
   none of it;
-- ``structure``: ``sarcolor evaluate``'s SAR-structure score of the optical truth itself (how much of the SAR's
-  edges the optical image has) beside the SAR in grey's (1 by construction up to its smoothing);
+- ``structure``: ``sarcolor evaluate``'s SAR-structure score of the optical truth itself (how well its edges
+  follow the SAR's) beside that of the SAR in grey (evaluate's baseline: the linear 8-bit display, not the dB
+  the score compares with, so below 1);
 - what the realism score (SWD, as evaluate computes it) gives two oracles that know the truth: ``fog``, the
   truth blurred (Gaussian sigma 4 px: perfect colour and layout, no detail), and ``fog + SAR detail``, that
   fog plus the SAR's 1-4 px band scaled to the truth's own detail amplitude with the sign of their
@@ -28,7 +29,7 @@ from scipy.ndimage import gaussian_filter
 
 from sarcolor import metrics
 from sarcolor.data import read_pair
-from sarcolor.evaluate import pair_valid, sar_display, select_pairs
+from sarcolor.evaluate import first_per_source, pair_valid, sar_display, select_pairs
 from sarcolor.preprocess import to_db
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,11 @@ DETAIL_BAND = (1, 4)
 
 def band(x: np.ndarray, a: float, b: float) -> np.ndarray:
     return gaussian_filter(x, a) - gaussian_filter(x, b)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two samples; 0 when either is flat."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -52,8 +58,8 @@ def oracles(db: np.ndarray, opt: np.ndarray, valid: np.ndarray) -> dict[str, np.
     grey = truth.mean(axis=2)
     want = (grey - gaussian_filter(grey, FOG_SIGMA))[valid]  # the optical detail the fog lacks
     sar = band(db, *DETAIL_BAND)
-    corr = np.corrcoef(sar[valid], want)[0, 1] if want.std() > 0 and sar[valid].std() > 0 else 0.0
-    gain = np.sign(corr or 1.0) * want.std() / max(float(sar[valid].std()), 1e-9)
+    sar_v = sar[valid]
+    gain = np.sign(_corr(sar_v, want) or 1.0) * want.std() / max(float(sar_v.std()), 1e-9)
     return {"fog": _u8(fog), "fog + SAR detail": _u8(fog + (gain * sar)[..., None])}
 
 
@@ -66,11 +72,11 @@ def measure(pairs: list) -> dict[str, dict[str, float]]:
         grey = opt.astype(np.float64).mean(axis=2)
         row = per[ref.source]
         for a, b in BANDS:
-            s, o = band(db, a, b)[valid], band(grey, a, b)[valid]
-            row[f"band {a}-{b} px"].append(abs(np.corrcoef(s, o)[0, 1]) if s.std() > 0 and o.std() > 0 else 0.0)
-        row["structure truth"].append(metrics.structure(opt, db.astype(np.float32), valid))
+            row[f"band {a}-{b} px"].append(abs(_corr(band(db, a, b)[valid], band(grey, a, b)[valid])))
+        db32 = db.astype(np.float32)
+        row["structure truth"].append(metrics.structure(opt, db32, valid))
         sar_grey = metrics.grey_rgb(sar_display(sar, sv, scale))
-        row["structure SAR grey"].append(metrics.structure(sar_grey, db.astype(np.float32), valid))
+        row["structure SAR grey"].append(metrics.structure(sar_grey, db32, valid))
         pos = metrics.patch_positions(valid, i)
         row["_truth patches"].append(metrics.laplacian_patches(opt, pos))
         for name, img in oracles(db, opt, valid).items():
@@ -94,9 +100,7 @@ def main() -> None:
     ap.add_argument("--per-source", type=int, default=0, help="only the first N pairs of each source (0: all)")
     args = ap.parse_args()
     sel = select_pairs(args.config, None, args.split)
-    pairs = sel.pairs
-    if args.per_source:
-        pairs = [p for i, p in enumerate(pairs) if sum(q.source == p.source for q in pairs[:i]) < args.per_source]
+    pairs = first_per_source(sel.pairs, args.per_source)
     res = measure(pairs)
     cols = [f"band {a}-{b} px" for a, b in BANDS] + ["structure truth", "structure SAR grey"]
     cols += [f"{m} {o}" for o in ("fog", "fog + SAR detail") for m in ("SWD", "SSIM", "sharpness")]

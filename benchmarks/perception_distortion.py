@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from sarcolor.evaluate import ALL, ModelRunner, _model_file, run_evaluation, select_pairs
+from sarcolor.evaluate import ALL, ModelRunner, _model_file, first_per_source, run_evaluation, select_pairs
 from sarcolor.models import load_model
 
 COLUMNS = ("swd", "ciede2000", "sharpness", "ssim", "chroma_ratio", "colour_error")
@@ -100,9 +100,7 @@ def main() -> None:
     ap.add_argument("-o", "--out", default="reports/perception-distortion")
     args = ap.parse_args()
     sel = select_pairs(args.config, None, "val")
-    pairs = sel.pairs
-    if args.per_source:
-        pairs = [p for i, p in enumerate(pairs) if sum(q.source == p.source for q in pairs[:i]) < args.per_source]
+    pairs = first_per_source(sel.pairs, args.per_source)
     runners = load_candidates(args.models)
     names = [r.name for r in runners]
     report = run_evaluation(pairs, runners, args.out, samples=args.samples, description=sel.description)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from sarcolor import looks, metrics
 from sarcolor.colour import rgb_to_lab
 from sarcolor.data import read_pair
-from sarcolor.evaluate import pair_valid, select_pairs
+from sarcolor.evaluate import first_per_source, pair_valid, select_pairs
 from sarcolor.preprocess import scene_input
 
 FACTOR = 4  # the default model's colour resolution
@@ -43,9 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     chosen: dict[str, list] = collections.defaultdict(list)
-    for ref in select_pairs(args.config, None, "val").pairs:
-        if len(chosen[ref.source]) < args.per_source:
-            chosen[ref.source].append(ref)
+    for ref in first_per_source(select_pairs(args.config, None, "val").pairs, args.per_source):
+        chosen[ref.source].append(ref)
     print(f"{'source':16} {'n':>3} {'colour error':>13} {'chroma ratio':>13}")
     for source, refs in chosen.items():
         errors, chroma = [], []

@@ -312,6 +312,19 @@ def _split_file_pairs(path: Path, splits: dict[str, list[PairRef]], part: str) -
     return out
 
 
+def first_per_source(pairs: Sequence[PairRef], n: int) -> list[PairRef]:
+    """The first ``n`` pairs of each source, in their order (``n`` <= 0: all): a quicker, still per-source run."""
+    if n <= 0:
+        return list(pairs)
+    seen: dict[str, int] = {}
+    out = []
+    for p in pairs:
+        seen[p.source] = seen.get(p.source, 0) + 1
+        if seen[p.source] <= n:
+            out.append(p)
+    return out
+
+
 def select_pairs(config: str | None, data: str | None, split: str | None) -> Selection:
     """Resolve --config / --data / --split into the pairs to score and the baselines' training pairs.
 

@@ -469,3 +469,13 @@ def test_volkov_report(tmp_path):
     sheet = Image.open(out / "contact_sheet_volkov_s1s2.png")
     assert sheet.size == ev.sheet_layout(2, 4)[0]  # SAR | sar look | optical look | truth
     assert len(list((out / "heatmaps").iterdir())) == 3 * 7
+
+
+def test_first_per_source_keeps_each_sources_first_pairs_in_order() -> None:
+    from sarcolor.data import PairRef
+
+    refs = [PairRef(sar=Path(f"{s}{i}.png"), opt=Path(f"o{s}{i}.png"), name=f"{s}{i}", group="g", source=s)
+            for i, s in enumerate("aabab")]
+    assert [r.name for r in ev.first_per_source(refs, 1)] == ["a0", "b2"]
+    assert [r.name for r in ev.first_per_source(refs, 2)] == ["a0", "a1", "b2", "b4"]
+    assert ev.first_per_source(refs, 0) == refs
