@@ -160,14 +160,15 @@ def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 
 def _predict(model: nn.Module, cfg: ModelConfig, batch: np.ndarray, device: torch.device, tta: bool,
-             look: str, render: str | None) -> np.ndarray:
-    """(B, C, h, w) model input -> (B, 3, h, w) float32 RGB in [0, 1] in ``look``; ``tta`` averages 4 flips."""
+             look: str, render: str | None, tone: tuple[float, float] | None = None) -> np.ndarray:
+    """(B, C, h, w) model input -> (B, 3, h, w) float32 RGB in [0, 1] in ``look``; ``tta`` averages 4 flips;
+    ``tone``: the scene's ``SceneStats.tone_map``."""
     x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
     flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if tta else [()]
     y = None
     for dims in flips:
         xi = torch.flip(x, dims).contiguous(memory_format=torch.channels_last) if dims else x
-        yi = predict_look(model, cfg, xi, look, render)
+        yi = predict_look(model, cfg, xi, look, render, tone)
         yi = torch.flip(yi, dims) if dims else yi
         y = yi if y is None else y + yi
     assert y is not None
@@ -270,7 +271,7 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
                 tiles = row[b:b + per_batch]
                 batch = pad_to_multiple(np.stack([_tile_input(raw, valid, t, plan, cfg) for t in tiles]),
                                         multiple)
-                out = _predict(model, cfg, batch, device, tta, look, render)[:, :, :th, :tw]
+                out = _predict(model, cfg, batch, device, tta, look, render, plan.stats.tone_map())[:, :, :th, :tw]
                 for t, o in zip(tiles, out, strict=True):
                     acc.add(t, o, window)
                 bar.update(len(tiles))

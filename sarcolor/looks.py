@@ -63,9 +63,13 @@ def lee_filter(x: torch.Tensor, size: int = LEE_SIZE, noise: float = LEE_NOISE) 
     return torch.addcmul(mean, k, x - mean)
 
 
-def sar_lightness(x: torch.Tensor) -> torch.Tensor:
-    """Normalised SAR (N, 1, H, W) -> display grey (N, 1, H, W) in [0, 1]: Lee-filtered, then the tone curve."""
-    t = lee_filter(x).add_(1).mul_(0.5 / 1.15).clamp_(0, 1)  # [-1, 1.3] -> [0, 1]
+def sar_lightness(x: torch.Tensor, tone: tuple[float, float] | None = None) -> torch.Tensor:
+    """Normalised SAR (N, 1, H, W) -> display grey (N, 1, H, W) in [0, 1]: Lee-filtered, then the tone curve.
+    ``tone``: (gain, offset) from the input's range to the tone curve's (``SceneStats.tone_map``; None: the same)."""
+    t = lee_filter(x)
+    if tone is not None and tone != (1.0, 0.0):
+        t = t.mul_(tone[0]).add_(tone[1])
+    t = t.add_(1).mul_(0.5 / 1.15).clamp_(0, 1)  # [-1, 1.3] -> [0, 1]
     return t.pow_(TONE_GAMMA).mul_(GREY_BRIGHT - GREY_DARK).add_(GREY_DARK)
 
 
@@ -133,7 +137,8 @@ def sar_look(grey: torch.Tensor, ab: torch.Tensor, factor: int) -> torch.Tensor:
     return with_grey(grey, guided_upsample(grey, chroma, factor, guide_lo=lo_grey))
 
 
-def sar_look_from_rgb(x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+def sar_look_from_rgb(x: torch.Tensor, rgb: torch.Tensor, tone: tuple[float, float] | None = None
+                      ) -> torch.Tensor:
     """The ``sar`` look for a model that predicts full RGB only (the earlier models): its chroma, the SAR's grey."""
-    return with_grey(sar_lightness(x[:, :1]), chroma_of((rgb + 1) * 0.5))
+    return with_grey(sar_lightness(x[:, :1], tone), chroma_of((rgb + 1) * 0.5))
 

@@ -233,14 +233,16 @@ class LookNet(nn.Module):
         """(N, 1, H, W), H and W multiples of ``multiple`` -> (a*b* (N, 2, H/4, W/4), L* (N, 1, H/4, W/4))."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None,
+                tone: tuple[float, float] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``tone``: the sar look's tone range against the input's (``SceneStats.tone_map``); the optical look's
+        guide keeps the input's own range."""
         h, w = x.shape[-2:]
         x = _pad_to_multiple(x, self.multiple)
         if look == "colour":  # training: the raw outputs at 1/4 resolution (the loss's input)
             return self.raw(x, render)
         ab, light = self.ab_light(x, render)
-        grey = looks.sar_lightness(x[:, :1])
+        grey = looks.sar_lightness(x[:, :1], tone if look == "sar" else None)
         if look == "sar":  # the colour under the SAR's own (low-resolution) lightness, then the SAR's grey
             rgb = looks.sar_look(grey, ab, self.factor)
         else:
@@ -367,11 +369,11 @@ class ContextNet(LookNet):
 
     ab_light = raw
 
-    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None,
+                tone: tuple[float, float] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if look == "head":  # training: precomputed context statistics (``features``) -> (a*b*, L*)
             return self.head(x, render)
-        return super().forward(x, look, render)
+        return super().forward(x, look, render, tone)
 
 
 class DetailBranch(nn.Module):
@@ -595,11 +597,13 @@ def check_render(cfg: ModelConfig, render: str | None) -> str | None:
 
 
 def predict_look(model: nn.Module, cfg: ModelConfig, x: torch.Tensor, look: str = "sar",
-                 render: str | None = None) -> torch.Tensor:
+                 render: str | None = None, tone: tuple[float, float] | None = None) -> torch.Tensor:
     """Any generator's output in the chosen look, RGB in [-1, 1]. Models that predict RGB only (sarcolornet,
-    pix2pix-seed) give the sar look as their a*b* under the SAR's lightness."""
+    pix2pix-seed) give the sar look as their a*b* under the SAR's lightness. ``tone``: the sar look's tone range
+    against a ``logpct`` input's (``SceneStats.tone_map``; ignored for other inputs)."""
     looks.check_look(look)
+    tone = tone if cfg.input_norm == "logpct" else None
     if isinstance(model, LookNet):
-        return model(x, look=look, render=model.render_index(render))
+        return model(x, look=look, render=model.render_index(render), tone=tone)
     rgb = model(x)
-    return rgb if look == "optical" else looks.sar_look_from_rgb(_log_input(x, cfg), rgb)
+    return rgb if look == "optical" else looks.sar_look_from_rgb(_log_input(x, cfg), rgb, tone)

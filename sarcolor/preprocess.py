@@ -19,6 +19,13 @@ log = logging.getLogger("sarcolor")
 SCALES = ("auto", "db", "linear", "amplitude", "8bit")
 _EPS_LIN = 1e-6
 DB_LIMIT = 1000.0  # |dB| beyond this is no measurement (backscatter lies within about +-60 dB)
+# Calibrated backscatter (float dB, power or amplitude) means something on its own: calm water lies below about
+# -25 dB in either polarisation, and land reaches above about -12 dB in any scene that has some. A scene without
+# land (its 99th percentile below -12 dB: a lake, the sea off a coast, a flooded plain) is toned on that fixed
+# range instead of its own, so that its water stays dark instead of its speckle being stretched over the whole
+# grey range as if it were land (BigEarthNet's 34VDM lake patches: VH 1st-99th percentiles -37..-25 dB). A scene
+# with land keeps its own range (the normalisation's), so its tone is the same whatever its calibration.
+TONE_DARK_DB, TONE_BRIGHT_DB = -28.0, -12.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,16 @@ class SceneStats:
     hi: float  # 99th percentile of valid pixels
     ref: float  # the dB value that an 8-bit display product would show as white (255)
     median: float  # median of valid pixels in raw units: what invalid pixels are filled with before normalising
+    tone: tuple[float, float] | None = None  # the sar look's dark and white points in dB (None: lo and hi)
+
+    def tone_map(self) -> tuple[float, float]:
+        """(gain, offset) taking the model's input (``lo``..``hi`` -> -1..1) to the sar look's tone range
+        (``tone`` -> -1..1); (1, 0) for a scene toned on its own range."""
+        if self.tone is None:
+            return 1.0, 0.0
+        t_lo, t_hi = self.tone
+        gain = (self.hi - self.lo) / (t_hi - t_lo)
+        return gain, gain - 1.0 + 2.0 * (self.lo - t_lo) / (t_hi - t_lo)
 
 
 def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
@@ -112,7 +129,9 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     if hi - lo < 1e-3:
         hi = lo + 1.0  # a flat image: avoid dividing by zero, the output will simply be uniform
     ref = 0.0 if scale == "8bit" else hi
-    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median)
+    # only float backscatter is calibrated (8-bit exports and integer DN are not)
+    tone = (max(lo, TONE_DARK_DB), TONE_BRIGHT_DB) if sample.dtype.kind == "f" and hi < TONE_BRIGHT_DB else None
+    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median, tone=tone)
 
 
 def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: int) -> np.ndarray:

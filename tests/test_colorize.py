@@ -115,6 +115,17 @@ def test_power_amplitude_and_db_give_the_same_colours(tiny) -> None:
         assert np.abs(colorize(data, tiny, scale=scale).astype(int) - ref).max() <= 1
 
 
+def test_calibrated_water_alone_stays_dark_in_the_sar_look(tiny) -> None:
+    """The same texture at land's level and at calm water's: the normalisation alone would give the same picture
+    (as it still does for the model's colour); calibrated dB keeps the water dark, land's own range unchanged."""
+    land = sar_db(48, 48)  # -22..-9 dB: its own range is the tone's
+    water = land - 17.0  # -39..-26 dB: a lake
+    grey = {k: colorize(v, tiny, scale="db").mean() / 255 for k, v in (("land", land), ("water", water))}
+    assert grey["water"] < 0.5 * grey["land"]
+    np.testing.assert_array_equal(colorize(water, tiny, scale="db", look="optical"),
+                                  colorize(land, tiny, scale="db", look="optical"))
+
+
 def test_unknown_scale(tiny) -> None:
     with pytest.raises(SarColorError, match="unknown scale 'decibel'"):
         colorize(sar_db(), tiny, scale="decibel")

@@ -87,3 +87,12 @@ def test_a_colour_too_vivid_for_its_grey_moves_the_grey_not_the_colour() -> None
     assert float(out[0, :, 0, 0].min()) == pytest.approx(0.0, abs=1e-5) and luma[0] > 0.02
     assert float(out[0, :, 0, 2].max()) == pytest.approx(1.0, abs=1e-5) and luma[2] < 0.98
     assert torch.all(luma[1:] > luma[:-1])  # and the order of the greys is kept
+
+
+def test_sar_lightness_tone_maps_the_input_range() -> None:
+    x = torch.linspace(-1, 1, 40).repeat(1, 1, 8, 1)
+    torch.testing.assert_close(sar_lightness(x, (1.0, 0.0)), sar_lightness(x))
+    # a tone range twice as wide, centred lower: every grey darker, the order kept
+    dark = sar_lightness(x, (0.5, -0.5))[0, 0, 4, 2:-2]
+    plain = sar_lightness(x)[0, 0, 4, 2:-2]
+    assert torch.all(dark < plain) and torch.all(dark[1:] >= dark[:-1])
