@@ -622,6 +622,141 @@ def _api_docs_html(spec: dict) -> str:
     return "\n".join(out)
 
 
+class _Service:
+    """What the routes share: the limits, the loaded model's description, the job queue and the worker pool,
+    and the steps of a request that are more than a route's few lines (storing an upload, a job's status)."""
+
+    def __init__(self, model: Any, conf: ServerConfig) -> None:
+        from .models import resolve_model_path
+
+        self.conf = conf
+        # Here for its configuration, card and a clear error at start-up; the workers load their own copy.
+        self.module, self.cfg, self.model_name, self.card = _load(model, "cpu")
+        self.pool = WorkerPool(conf.workers, _worker_state,
+                               (model if isinstance(model, tuple) else str(resolve_model_path(model)), conf.device))
+        self.jobs = JobManager(self.run_job, workers=conf.workers, max_queue=conf.max_queue, ttl=conf.ttl)
+        self.static = _load_static()
+
+    def run_job(self, job: Job) -> None:
+        conf = self.conf
+        opts = {"scale": job.scale, "bands": job.bands, "look": job.look, "render": job.render}
+        try:
+            failure = self.pool.run(_work, (job.folder, job.input_path, opts, conf.preview_max),
+                                    timeout=conf.job_timeout, progress=_progress_callback(job),
+                                    recycle=job.info.width * job.info.height > conf.sync_max_pixels)
+        except JobTimeout:
+            _remove_outputs(job)
+            raise ApiError(413, f"stopped after {conf.job_timeout:g} s, the time budget per image; "
+                                "send a smaller image (or a crop)") from None
+        if failure is not None:
+            _remove_outputs(job)
+            raise ApiError(*failure)
+
+    def static_response(self, name: str) -> Response:
+        if name not in self.static:  # an in-memory table: a URL never becomes a path
+            raise ApiError(404, "not found")
+        body, ctype = self.static[name]
+        return Response(body, media_type=ctype, headers={"Content-Security-Policy": _PAGE_CSP,
+                                                         "X-Content-Type-Options": "nosniff",
+                                                         "Referrer-Policy": "no-referrer",
+                                                         "Cache-Control": "no-cache"})
+
+    def model_info(self) -> dict:
+        from dataclasses import asdict
+
+        from .models import count_params
+
+        conf = self.conf
+        return {"name": self.model_name, "arch": self.cfg.arch, "parameters": count_params(self.module),
+                "device": conf.device, "polarisation": self.cfg.polarisation, "config": asdict(self.cfg),
+                "card": self.card,
+                "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
+                           "sync_max_pixels": conf.sync_max_pixels, "preview_max": conf.preview_max,
+                           "ttl_s": conf.ttl, "job_timeout_s": conf.job_timeout,
+                           "formats": ["png", "jpeg", "tiff"]}}
+
+    def status(self, job: Job) -> dict:
+        base = f"/api/jobs/{job.id}"
+        out = {"id": job.id, "status": job.status, "progress": round(job.progress, 4),
+               "queue_position": self.jobs.queue_position(job), "width": job.info.width, "height": job.info.height,
+               "bands": job.info.bands, "input_type": job.info.kind, "georeferenced": job.info.georeferenced,
+               "model": self.model_name, "error": job.error, "error_status": job.error_status,
+               "expires_in_s": (None if job.finished is None
+                                else max(0.0, job.finished + self.conf.ttl - time.time())),
+               "links": {"self": base, "input_preview": f"{base}/input.png"}}
+        if job.status == "done":
+            out["links"].update(preview=f"{base}/preview.png", png=f"{base}/result?format=png",
+                                tif=f"{base}/result?format=tif")
+        return out
+
+    def store_upload(self, upload: UploadFile) -> tuple[str, Path, str]:
+        """Copy the spooled upload into a fresh private folder; returns (job id, folder, kind)."""
+        upload.file.seek(0)
+        head = upload.file.read(16)
+        if not head:
+            raise ApiError(400, "the file is empty")
+        kind = sniff(head)
+        if kind is None:
+            raise ApiError(415, "unsupported file type: send a PNG, JPEG or (Geo)TIFF image")
+        job_id, folder = self.jobs.new_folder()
+        try:
+            upload.file.seek(0)
+            size = 0
+            with open(folder / f"input{_EXT[kind]}", "wb") as out:
+                while chunk := upload.file.read(1 << 20):
+                    size += len(chunk)
+                    if size > self.conf.max_upload_bytes:  # the body limit allows for multipart overhead
+                        raise ApiError(413, _too_large_msg(self.conf.max_upload_bytes + _MULTIPART_SLACK))
+                    out.write(chunk)
+        except BaseException:
+            self.jobs.discard(job_id, folder)
+            raise
+        return job_id, folder, kind
+
+    def prepare(self, upload: UploadFile, scale: str, bands: str | None, look: str, render: str | None) -> Job:
+        from .models import check_render
+
+        try:
+            band_list = parse_bands(bands)
+            check_render(self.cfg, render)
+        except SarColorError as exc:
+            raise ApiError(422, _api_wording(str(exc))) from None
+        self.jobs.check_room()  # busy: answered before the upload is copied or opened
+        job_id, folder, kind = self.store_upload(upload)
+        try:
+            info = inspect_image(folder / f"input{_EXT[kind]}", kind, self.conf.max_pixels)
+            if band_list and max(band_list) > info.bands:
+                raise ApiError(422, f"bands={bands}: the image has {info.bands} band(s)")
+        except BaseException:
+            self.jobs.discard(job_id, folder)
+            raise
+        return Job(id=job_id, folder=folder, info=info, stem=safe_stem(upload.filename), scale=scale,
+                   bands=band_list, look=look, render=render)
+
+    def result_png(self, job: Job) -> Path:
+        """The full-resolution PNG, made on first request (the preview already is it for normal sizes)."""
+        conf = self.conf
+        if max(job.info.width, job.info.height) <= conf.preview_max:
+            return job.preview_png
+        with job.lock:
+            if not job.result_png.exists():
+                try:
+                    self.pool.run(_full_png, (job.result_tif, job.result_png), timeout=conf.job_timeout,
+                                  progress=lambda *_: None, recycle=True)
+                except JobTimeout:
+                    raise ApiError(413, f"the full-size PNG takes longer than the time budget of "
+                                        f"{conf.job_timeout:g} s; download the GeoTIFF (format=tif)") from None
+        return job.result_png
+
+    def done(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job.status == "failed":
+            raise ApiError(job.error_status or 500, job.error or "failed")
+        if job.status != "done":
+            raise ApiError(409, f"job is {job.status}; poll /api/jobs/{job.id} until it is done")
+        return job
+
+
 def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixels: float = 400e6,
                workers: int = 1, ttl: float = 3600.0, sync_max_pixels: int = 2048 * 2048,
                preview_max: int = 4096, max_queue: int = 64, device: str = "auto",
@@ -633,8 +768,6 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     ``preview_max`` caps the long side of the images the page displays. A job running longer than
     ``job_timeout`` seconds is killed and answered 413.
     """
-    from .models import resolve_model_path
-
     if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0 or job_timeout <= 0:
         raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel, ttl and job time "
                             "limits, please")
@@ -645,45 +778,33 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     conf = ServerConfig(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_pixels), workers=workers,
                         ttl=float(ttl), sync_max_pixels=int(sync_max_pixels), preview_max=int(preview_max),
                         max_queue=int(max_queue), device=device, job_timeout=float(job_timeout))
-    # Here for its configuration, card and a clear error at start-up; the workers load their own copy.
-    module, cfg, model_name, card = _load(model, "cpu")
-    pool = WorkerPool(workers, _worker_state, (model if isinstance(model, tuple) else str(resolve_model_path(model)),
-                                               device))
-
-    def run_job(job: Job) -> None:
-        opts = {"scale": job.scale, "bands": job.bands, "look": job.look, "render": job.render}
-        try:
-            failure = pool.run(_work, (job.folder, job.input_path, opts, conf.preview_max),
-                               timeout=conf.job_timeout, progress=_progress_callback(job),
-                               recycle=job.info.width * job.info.height > conf.sync_max_pixels)
-        except JobTimeout:
-            _remove_outputs(job)
-            raise ApiError(413, f"stopped after {conf.job_timeout:g} s, the time budget per image; "
-                                "send a smaller image (or a crop)") from None
-        if failure is not None:
-            _remove_outputs(job)
-            raise ApiError(*failure)
-
-    jobs = JobManager(run_job, workers=workers, max_queue=conf.max_queue, ttl=conf.ttl)
-    static = _load_static()
+    svc = _Service(model, conf)
 
     async def lifespan(_app: FastAPI):
-        jobs.start()
-        await run_in_threadpool(pool.start)
+        svc.jobs.start()
+        await run_in_threadpool(svc.pool.start)
         yield
-        jobs.close()
-        pool.close()
+        svc.jobs.close()
+        svc.pool.close()
 
     # FastAPI's Swagger page loads its JavaScript from a CDN (blank offline); /docs is served by _api_docs_html.
     app = FastAPI(title="sarcolor", version=version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Colorize SAR images (PNG, JPEG, GeoTIFF). Small images are answered with the "
                               "PNG; large scenes, or `?async=1`, with a job to poll.")
-    app.state.jobs = jobs
+    app.state.jobs = svc.jobs
     app.state.config = conf
-    app.state.workers = pool
+    app.state.workers = svc.pool
     app.add_middleware(_BodyLimit, limit=conf.max_upload_bytes + _MULTIPART_SLACK)
+    _add_error_handlers(app)
+    _add_page_routes(app, svc)
+    _add_colorize_route(app, svc)
+    _add_job_routes(app, svc)
+    return app
 
-    # ---------------- errors: always {"detail": "one clear sentence"} ----------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is ``{"detail": "one clear sentence"}``."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
         headers = {"Retry-After": "5"} if exc.status == 503 else None
@@ -710,19 +831,13 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
                              "errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]},
                             status_code=422)
 
-    # ---------------- the page ----------------
-    def _static(name: str) -> Response:
-        if name not in static:  # an in-memory table: a URL never becomes a path
-            raise ApiError(404, "not found")
-        body, ctype = static[name]
-        return Response(body, media_type=ctype, headers={"Content-Security-Policy": _PAGE_CSP,
-                                                         "X-Content-Type-Options": "nosniff",
-                                                         "Referrer-Policy": "no-referrer",
-                                                         "Cache-Control": "no-cache"})
+
+def _add_page_routes(app: FastAPI, svc: _Service) -> None:
+    """The page, its files, the API reference and the two information routes."""
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
-        return _static("index.html")
+        return svc.static_response("index.html")
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs() -> Response:
@@ -731,85 +846,19 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static_file(name: str) -> Response:
-        return _static(name)
+        return svc.static_response(name)
 
-    # ---------------- info ----------------
     @app.get("/api/health", summary="Liveness and queue state")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name, "device": conf.device, "active_jobs": jobs.active(),
-                "workers": conf.workers, "max_queue": conf.max_queue}
+        return {"status": "ok", "model": svc.model_name, "device": svc.conf.device, "active_jobs": svc.jobs.active(),
+                "workers": svc.conf.workers, "max_queue": svc.conf.max_queue}
 
     @app.get("/api/model", summary="The loaded model: name, configuration, card and server limits")
     async def model_info() -> dict:
-        from dataclasses import asdict
+        return svc.model_info()
 
-        from .models import count_params
 
-        return {"name": model_name, "arch": cfg.arch, "parameters": count_params(module), "device": conf.device,
-                "polarisation": cfg.polarisation, "config": asdict(cfg), "card": card,
-                "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
-                           "sync_max_pixels": conf.sync_max_pixels, "preview_max": conf.preview_max,
-                           "ttl_s": conf.ttl, "job_timeout_s": conf.job_timeout,
-                           "formats": ["png", "jpeg", "tiff"]}}
-
-    # ---------------- colorize ----------------
-    def _status(job: Job) -> dict:
-        base = f"/api/jobs/{job.id}"
-        out = {"id": job.id, "status": job.status, "progress": round(job.progress, 4),
-               "queue_position": jobs.queue_position(job), "width": job.info.width, "height": job.info.height,
-               "bands": job.info.bands, "input_type": job.info.kind, "georeferenced": job.info.georeferenced,
-               "model": model_name, "error": job.error, "error_status": job.error_status,
-               "expires_in_s": None if job.finished is None else max(0.0, job.finished + conf.ttl - time.time()),
-               "links": {"self": base, "input_preview": f"{base}/input.png"}}
-        if job.status == "done":
-            out["links"].update(preview=f"{base}/preview.png", png=f"{base}/result?format=png",
-                                tif=f"{base}/result?format=tif")
-        return out
-
-    def _store_upload(upload: UploadFile) -> tuple[str, Path, str]:
-        """Copy the spooled upload into a fresh private folder; returns (job id, folder, kind)."""
-        upload.file.seek(0)
-        head = upload.file.read(16)
-        if not head:
-            raise ApiError(400, "the file is empty")
-        kind = sniff(head)
-        if kind is None:
-            raise ApiError(415, "unsupported file type: send a PNG, JPEG or (Geo)TIFF image")
-        job_id, folder = jobs.new_folder()
-        try:
-            upload.file.seek(0)
-            size = 0
-            with open(folder / f"input{_EXT[kind]}", "wb") as out:
-                while chunk := upload.file.read(1 << 20):
-                    size += len(chunk)
-                    if size > conf.max_upload_bytes:  # the body limit allows for multipart overhead
-                        raise ApiError(413, _too_large_msg(conf.max_upload_bytes + _MULTIPART_SLACK))
-                    out.write(chunk)
-        except BaseException:
-            jobs.discard(job_id, folder)
-            raise
-        return job_id, folder, kind
-
-    def _prepare(upload: UploadFile, scale: str, bands: str | None, look: str, render: str | None) -> Job:
-        from .models import check_render
-
-        try:
-            band_list = parse_bands(bands)
-            check_render(cfg, render)
-        except SarColorError as exc:
-            raise ApiError(422, _api_wording(str(exc))) from None
-        jobs.check_room()  # busy: answered before the upload is copied or opened
-        job_id, folder, kind = _store_upload(upload)
-        try:
-            info = inspect_image(folder / f"input{_EXT[kind]}", kind, conf.max_pixels)
-            if band_list and max(band_list) > info.bands:
-                raise ApiError(422, f"bands={bands}: the image has {info.bands} band(s)")
-        except BaseException:
-            jobs.discard(job_id, folder)
-            raise
-        return Job(id=job_id, folder=folder, info=info, stem=safe_stem(upload.filename), scale=scale,
-                   bands=band_list, look=look, render=render)
-
+def _add_colorize_route(app: FastAPI, svc: _Service) -> None:
     @app.post("/api/colorize", summary="Colorize a SAR image (PNG, JPEG or GeoTIFF)",
               response_class=Response, status_code=200,
               responses={200: {"content": {"image/png": {}}, "description": "the colorized image (small inputs)"},
@@ -828,64 +877,44 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         render: str | None = Query(None, max_length=32, description="whose optical colour balance to give "
                                    "(contextnet: s2-l1c-p99, the default; sih-display; sen12; ben-l2a)"),
     ) -> Response:
-        job = await run_in_threadpool(_prepare, file, scale, bands, look, render)
-        jobs.submit(job)  # 503 when the queue is full
-        if async_ or job.info.width * job.info.height > conf.sync_max_pixels:
-            return JSONResponse(_status(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+        job = await run_in_threadpool(svc.prepare, file, scale, bands, look, render)
+        svc.jobs.submit(job)  # 503 when the queue is full
+        if async_ or job.info.width * job.info.height > svc.conf.sync_max_pixels:
+            return JSONResponse(svc.status(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
         assert job.future is not None
         await asyncio.wrap_future(job.future)
         if job.status != "done":
             raise ApiError(job.error_status or 500, job.error or "failed")
-        path = await run_in_threadpool(_result_png, job)
+        path = await run_in_threadpool(svc.result_png, job)
         return FileResponse(path, media_type="image/png", filename=f"{job.stem}_sarcolor.png",
                             headers={"X-Job-Id": job.id}, content_disposition_type="inline")
 
-    def _result_png(job: Job) -> Path:
-        """The full-resolution PNG, made on first request (the preview already is it for normal sizes)."""
-        if max(job.info.width, job.info.height) <= conf.preview_max:
-            return job.preview_png
-        with job.lock:
-            if not job.result_png.exists():
-                try:
-                    pool.run(_full_png, (job.result_tif, job.result_png), timeout=conf.job_timeout,
-                             progress=lambda *_: None, recycle=True)
-                except JobTimeout:
-                    raise ApiError(413, f"the full-size PNG takes longer than the time budget of "
-                                        f"{conf.job_timeout:g} s; download the GeoTIFF (format=tif)") from None
-        return job.result_png
 
+def _add_job_routes(app: FastAPI, svc: _Service) -> None:
     @app.get("/api/jobs/{job_id}", summary="Job status, progress and result links")
     async def job_status(job_id: str) -> dict:
-        return _status(jobs.get(job_id))
-
-    def _done(job_id: str) -> Job:
-        job = jobs.get(job_id)
-        if job.status == "failed":
-            raise ApiError(job.error_status or 500, job.error or "failed")
-        if job.status != "done":
-            raise ApiError(409, f"job is {job.status}; poll /api/jobs/{job.id} until it is done")
-        return job
+        return svc.status(svc.jobs.get(job_id))
 
     @app.get("/api/jobs/{job_id}/result", summary="Download the result as PNG or GeoTIFF",
              response_class=FileResponse,
              responses={200: {"content": {"image/png": {}, "image/tiff": {}}}})
     async def job_result(job_id: str, format: Literal["png", "tif"] = Query("png")) -> FileResponse:
-        job = _done(job_id)
+        job = svc.done(job_id)
         if format == "tif":
             return FileResponse(job.result_tif, media_type="image/tiff", filename=f"{job.stem}_sarcolor.tif")
-        path = await run_in_threadpool(_result_png, job)
+        path = await run_in_threadpool(svc.result_png, job)
         return FileResponse(path, media_type="image/png", filename=f"{job.stem}_sarcolor.png")
 
     @app.get("/api/jobs/{job_id}/preview.png", summary="The result, sized for display",
              response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
     async def job_preview(job_id: str) -> FileResponse:
-        return FileResponse(_done(job_id).preview_png, media_type="image/png")
+        return FileResponse(svc.done(job_id).preview_png, media_type="image/png")
 
     @app.get("/api/jobs/{job_id}/input.png", summary="The uploaded SAR image as a grey PNG, sized for display",
              description="Made by the job's worker as its first step: a request for a queued job waits for it.",
              response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
     async def job_input(job_id: str) -> FileResponse:
-        job = jobs.get(job_id)
+        job = svc.jobs.get(job_id)
         while not job.input_preview.exists() and job.status in ("queued", "running"):
             await asyncio.sleep(0.1)
         if job.input_preview.exists():
@@ -893,8 +922,6 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
         if job.status == "failed":
             raise ApiError(job.error_status or 500, job.error or "failed")
         raise ApiError(404, "no preview of this input")  # done without one: the preview's own read failed
-
-    return app
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
