@@ -24,10 +24,13 @@ from .errors import SarColorError
 LOOKS = ("sar", "optical")
 
 LEE_SIZE = 5  # Lee filter window (pixels)
-# Speckle std in normalised-dB units. Sentinel-1 GRD IW (ENL ~4.4) has ~2.2 dB of speckle; over the 1st-99th
-# percentile range of the shared sources (BigEarthNet ~18 dB, sih1733 ~26, SEN1-2 ~22) that is 0.17-0.24. (0.12,
-# used before, left the speckle as salt and pepper in the sar look. 8-bit linear exports such as volkov_s1s2's
-# span only ~8 dB, so their speckle is larger still: 0.2 smooths them less than they could be.)
+# Speckle std in normalised-dB units (the scene's 1st-99th dB percentiles span 2). One value fits every shared
+# source, measured (session 11: the 25th percentile of the 5x5 local std of dB, the speckle of the flattest
+# places, over held-out and training scenes): volkov_s1s2 0.72 dB over a 7.6 dB range (0.19), SEN1-2 1.22 / 14.9
+# (0.16), BigEarthNet VH 1.60 / 15.4 (0.21), VV 1.44 / 14.8 (0.19), sih1733 1.79 / 25.7 (0.14). A fixed 2.2 dB
+# (Sentinel-1 GRD's nominal, ENL ~4.4) would be 0.47-0.57 on volkov_s1s2 and SEN1-2, whose exports carry much
+# less: tried, it smoothed their sar look to a blur (sharpness of the truth's 0.73 -> 0.23 on volkov_s1s2).
+# (0.12, used before session 8, left the speckle as salt and pepper.)
 LEE_NOISE = 0.2
 GREY_DARK, GREY_BRIGHT = 0.04, 0.96  # display grey of the scene's 1st / 99th dB percentiles (water dark,
 TONE_GAMMA = 1.25  # built-up bright); gamma > 1 darkens the mid-tones toward optical imagery's typical grey
