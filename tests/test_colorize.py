@@ -121,7 +121,7 @@ def test_calibrated_water_alone_stays_dark_in_the_sar_look(tiny) -> None:
     land = sar_db(48, 48)  # -22..-9 dB: its own range is the tone's
     water = land - 17.0  # -39..-26 dB: a lake
     grey = {k: colorize(v, tiny, scale="db").mean() / 255 for k, v in (("land", land), ("water", water))}
-    assert grey["water"] < 0.5 * grey["land"]
+    assert grey["water"] < 0.7 * grey["land"]  # the normalisation alone: equal
     np.testing.assert_array_equal(colorize(water, tiny, scale="db", look="optical"),
                                   colorize(land, tiny, scale="db", look="optical"))
 

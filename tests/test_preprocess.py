@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from sarcolor.errors import SarColorError
-from sarcolor.preprocess import TONE_BRIGHT_DB, TONE_DARK_DB, percentiles, scene_stats, to_db
+from sarcolor.preprocess import TONE_BRIGHT_DB, percentiles, scene_stats, to_db
 
 
 def test_percentiles_of_a_hand_made_8bit_sample() -> None:
@@ -49,16 +49,18 @@ def test_scale_db_on_8bit_is_an_8bit_db_export() -> None:
 
 
 def test_calibrated_scenes_without_land_keep_the_absolute_tone() -> None:
-    """Float backscatter is calibrated: a scene of water alone is toned on the fixed -28..-12 dB range (its water
-    dark); a scene with land keeps its own range (the model input's: gain 1, offset 0)."""
+    """Float backscatter is calibrated: a scene of water alone is toned from its own 1st percentile up to -12 dB
+    (its water dark); a scene with land keeps its own range (the model input's: gain 1, offset 0)."""
     rng = np.random.default_rng(0)
     lake = rng.normal(-31.0, 2.2, (64, 64)).astype(np.float32)  # calm water, VH, speckle ~2.2 dB
     st = scene_stats(lake, None, "db")
-    assert st.tone == (TONE_DARK_DB, TONE_BRIGHT_DB)
+    assert st.tone == (st.lo, TONE_BRIGHT_DB)
     gain, offset = st.tone_map()
-    for db in (-28.0, -12.0):  # the model's input units -> the tone's -1..1
+    for db in (st.lo, -12.0):  # the model's input units -> the tone's -1..1
         x = 2.0 * (db - st.lo) / (st.hi - st.lo) - 1.0
-        assert gain * x + offset == pytest.approx(-1.0 if db == -28.0 else 1.0)
+        assert gain * x + offset == pytest.approx(-1.0 if db == st.lo else 1.0)
+    x_median = 2.0 * (-31.0 - st.lo) / (st.hi - st.lo) - 1.0
+    assert gain * x_median + offset < -0.5  # water's median: in the dark part of the tone (its own range: ~0)
     both = np.concatenate([lake, rng.normal(-15.0, 2.2, (64, 64)).astype(np.float32)])
     assert scene_stats(both, None, "db").tone is None and scene_stats(both, None, "db").tone_map() == (1.0, 0.0)
     # the same water as an 8-bit export (uncalibrated): its own range, whatever its values
