@@ -130,8 +130,9 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     if hi - lo < 1e-3:
         hi = lo + 1.0  # a flat image: avoid dividing by zero, the output will simply be uniform
     ref = 0.0 if scale == "8bit" else hi
-    # only float backscatter is calibrated (8-bit exports and integer DN are not)
-    tone = (lo, TONE_BRIGHT_DB) if sample.dtype.kind == "f" and hi < TONE_BRIGHT_DB else None
+    # only float backscatter is calibrated (8-bit exports, integer DN and what --scale 8bit calls a display are not)
+    calibrated = sample.dtype.kind == "f" and scale != "8bit"
+    tone = (lo, TONE_BRIGHT_DB) if calibrated and hi < TONE_BRIGHT_DB else None
     return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median, tone=tone)
 
 

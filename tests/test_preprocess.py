@@ -63,8 +63,10 @@ def test_calibrated_scenes_without_land_keep_the_absolute_tone() -> None:
     assert gain * x_median + offset < -0.5  # water's median: in the dark part of the tone (its own range: ~0)
     both = np.concatenate([lake, rng.normal(-15.0, 2.2, (64, 64)).astype(np.float32)])
     assert scene_stats(both, None, "db").tone is None and scene_stats(both, None, "db").tone_map() == (1.0, 0.0)
-    # the same water as an 8-bit export (uncalibrated): its own range, whatever its values
-    assert scene_stats(np.clip(lake + 40, 0, 255).astype(np.uint8), None, "8bit").tone is None
+    # the same water as an 8-bit export (uncalibrated), or floats said to be one: their own range
+    dark = np.clip(lake + 40, 0, 255)
+    assert scene_stats(dark.astype(np.uint8), None, "8bit").tone is None
+    assert scene_stats(dark.astype(np.float32), None, "8bit").tone is None
     # linear power is calibrated too: the same tone
     power = scene_stats((10.0 ** (lake / 10)).astype(np.float32), None, "linear")
     assert power.tone_map() == pytest.approx(st.tone_map(), abs=1e-3)
