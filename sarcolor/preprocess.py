@@ -38,16 +38,15 @@ class SceneStats:
     hi: float  # 99th percentile of valid pixels
     ref: float  # the dB value that an 8-bit display product would show as white (255)
     median: float  # median of valid pixels in raw units: what invalid pixels are filled with before normalising
-    tone: tuple[float, float] | None = None  # the sar look's dark and white points in dB (None: lo and hi)
+    tone_hi: float | None = None  # the sar look's white point in dB where it is not ``hi`` (its dark point is lo)
 
     def tone_map(self) -> tuple[float, float]:
         """(gain, offset) taking the model's input (``lo``..``hi`` -> -1..1) to the sar look's tone range
-        (``tone`` -> -1..1); (1, 0) for a scene toned on its own range."""
-        if self.tone is None:
+        (``lo``..``tone_hi`` -> -1..1); (1, 0) for a scene toned on its own range."""
+        if self.tone_hi is None:
             return 1.0, 0.0
-        t_lo, t_hi = self.tone
-        gain = (self.hi - self.lo) / (t_hi - t_lo)
-        return gain, gain - 1.0 + 2.0 * (self.lo - t_lo) / (t_hi - t_lo)
+        gain = (self.hi - self.lo) / (self.tone_hi - self.lo)
+        return gain, gain - 1.0
 
 
 def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
@@ -132,8 +131,8 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     ref = 0.0 if scale == "8bit" else hi
     # only float backscatter is calibrated (8-bit exports, integer DN and what --scale 8bit calls a display are not)
     calibrated = sample.dtype.kind == "f" and scale != "8bit"
-    tone = (lo, TONE_BRIGHT_DB) if calibrated and hi < TONE_BRIGHT_DB else None
-    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median, tone=tone)
+    tone_hi = TONE_BRIGHT_DB if calibrated and hi < TONE_BRIGHT_DB else None
+    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median, tone_hi=tone_hi)
 
 
 def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: int) -> np.ndarray:

@@ -54,7 +54,7 @@ def test_calibrated_scenes_without_land_keep_the_absolute_tone() -> None:
     rng = np.random.default_rng(0)
     lake = rng.normal(-31.0, 2.2, (64, 64)).astype(np.float32)  # calm water, VH, speckle ~2.2 dB
     st = scene_stats(lake, None, "db")
-    assert st.tone == (st.lo, TONE_BRIGHT_DB)
+    assert st.tone_hi == TONE_BRIGHT_DB
     gain, offset = st.tone_map()
     for db in (st.lo, -12.0):  # the model's input units -> the tone's -1..1
         x = 2.0 * (db - st.lo) / (st.hi - st.lo) - 1.0
@@ -62,11 +62,11 @@ def test_calibrated_scenes_without_land_keep_the_absolute_tone() -> None:
     x_median = 2.0 * (-31.0 - st.lo) / (st.hi - st.lo) - 1.0
     assert gain * x_median + offset < -0.5  # water's median: in the dark part of the tone (its own range: ~0)
     both = np.concatenate([lake, rng.normal(-15.0, 2.2, (64, 64)).astype(np.float32)])
-    assert scene_stats(both, None, "db").tone is None and scene_stats(both, None, "db").tone_map() == (1.0, 0.0)
+    assert scene_stats(both, None, "db").tone_hi is None and scene_stats(both, None, "db").tone_map() == (1.0, 0.0)
     # the same water as an 8-bit export (uncalibrated), or floats said to be one: their own range
     dark = np.clip(lake + 40, 0, 255)
-    assert scene_stats(dark.astype(np.uint8), None, "8bit").tone is None
-    assert scene_stats(dark.astype(np.float32), None, "8bit").tone is None
+    assert scene_stats(dark.astype(np.uint8), None, "8bit").tone_hi is None
+    assert scene_stats(dark.astype(np.float32), None, "8bit").tone_hi is None
     # linear power is calibrated too: the same tone
     power = scene_stats((10.0 ** (lake / 10)).astype(np.float32), None, "linear")
     assert power.tone_map() == pytest.approx(st.tone_map(), abs=1e-3)
