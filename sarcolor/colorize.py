@@ -265,13 +265,14 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
     bar = tqdm(total=total, unit="tile", desc=Path(source.name).name, disable=progress is not True,
                leave=False)
     done_tiles = 0
+    tone = plan.stats.tone_map()  # one scene, one tone: the same for every tile
     with bar, _inference(model, device):
         for i, (row, raw, valid) in enumerate(_strips(source, plan.grid)):
             for b in range(0, len(row), per_batch):
                 tiles = row[b:b + per_batch]
                 batch = pad_to_multiple(np.stack([_tile_input(raw, valid, t, plan, cfg) for t in tiles]),
                                         multiple)
-                out = _predict(model, cfg, batch, device, tta, look, render, plan.stats.tone_map())[:, :, :th, :tw]
+                out = _predict(model, cfg, batch, device, tta, look, render, tone)[:, :, :th, :tw]
                 for t, o in zip(tiles, out, strict=True):
                     acc.add(t, o, window)
                 bar.update(len(tiles))
