@@ -52,9 +52,10 @@ def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
         return x
     k = 2 * r + 1
     # One extra replicated row/column in front, so that each window's sum is a difference of two running sums.
-    c = F.pad(x, (0, 0, r + 1, r), mode="replicate").cumsum(-2)
-    c = F.pad(c[..., k:, :] - c[..., :-k, :], (r + 1, r, 0, 0), mode="replicate").cumsum(-1)
-    return (c[..., k:] - c[..., :-k]) * (1.0 / (k * k))
+    # (in place where the result is a fresh tensor anyway: each full-size temporary costs fresh pages)
+    c = F.pad(x, (0, 0, r + 1, r), mode="replicate").cumsum_(-2)
+    c = F.pad(c[..., k:, :] - c[..., :-k, :], (r + 1, r, 0, 0), mode="replicate").cumsum_(-1)
+    return torch.sub(c[..., k:], c[..., :-k]).mul_(1.0 / (k * k))
 
 
 def lee_filter(x: torch.Tensor, size: int = LEE_SIZE, noise: float = LEE_NOISE) -> torch.Tensor:
