@@ -20,7 +20,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -727,8 +727,68 @@ def _write_digest(out: Path, trainer: Trainer, rank: int, world: int, step: int,
         "disc": weights_digest(trainer.disc) if trainer.disc is not None else None, "losses": losses}))
 
 
-def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None,
-           quiet: bool) -> Path:
+@dataclass
+class _Run:
+    """One rank's view of a training run: what its setup, step loop and wrap-up share."""
+
+    cfg: dict
+    rank: int
+    world: int
+    device: torch.device
+    run_dir: Path
+    ck_path: Path
+    mcfg: ModelConfig
+    trainer: Trainer
+    step: int = 0
+    elapsed: float = 0.0
+    val_items: list = field(default_factory=list)
+    tb: Any = None
+    best: float = math.inf
+
+    @property
+    def tc(self) -> dict:
+        return self.cfg["train"]
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / "log.csv"
+
+    @property
+    def select_by(self) -> str:
+        """The validation score that picks best.safetensors."""
+        return {"colour": "colour_error", "regress": "colour_error", "detail": "pd"}.get(self.tc["loss"],
+                                                                                         "ciede2000")
+
+    @property
+    def val_look(self) -> str | None:
+        return "optical" if self.tc["loss"] == "detail" else None  # the detail stage changes the optical look only
+
+    def meta(self) -> dict:
+        return {"step": self.step, "elapsed_s": self.elapsed, "config": self.cfg, "model_config": self.mcfg.to_json()}
+
+    def validate(self) -> dict[str, float]:
+        """Score the EMA weights on the held-out items; keep them in best.safetensors if they are the best yet.
+
+        Early stopping without stopping: held-out colour can peak before the end."""
+        scores = validate(self.trainer.ema, self.val_items, self.device, self.mcfg, self.val_look)
+        if scores[self.select_by] < self.best:
+            self.best = scores[self.select_by]
+            save_checkpoint(self.run_dir / "best.safetensors", {"ema": self.trainer.ema}, {},
+                            self.meta() | {"val": scores})
+        return scores
+
+    def checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        meta = self.meta()
+        save_checkpoint(self.ck_path, self.trainer.modules(), self.trainer.optimizers(), meta)
+        save_model(self.run_dir / "model.safetensors", self.trainer.ema, self.mcfg,
+                   card=_model_card(self.mcfg, meta, count_params(self.trainer.ema), None))
+
+
+def _prepare(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None
+             ) -> tuple[_Run, CropDataset, DistributedSampler]:
+    """The run's folder, split, model (fresh, initialised or resumed), data and logs."""
     tc = cfg["train"]
     if tc["threads"]:
         torch.set_num_threads(int(tc["threads"]))
@@ -750,53 +810,98 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
 
     torch.manual_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     np.random.seed(seed)
-    trainer = Trainer(mcfg, tc, device, gen_state=gen_state)
-    step, elapsed = 0, 0.0
+    run = _Run(cfg, rank, world, device, run_dir, ck_path, mcfg, Trainer(mcfg, tc, device, gen_state=gen_state))
     if resume:
-        trainer.load(tensors, meta)
+        run.trainer.load(tensors, meta)
         torch.set_rng_state(tensors["rng/torch"])
-        step, elapsed = int(meta["step"]), float(meta.get("elapsed_s", 0.0))
-        log.info("resumed %s at step %d", run_dir, step)
+        run.step, run.elapsed = int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+        log.info("resumed %s at step %d", run_dir, run.step)
         del tensors
     if world > 1:
-        trainer.wrap_ddp()
+        run.trainer.wrap_ddp()
 
-    ds = _dataset(trainer, splits["train"], mcfg, tc, seed)
+    ds = _dataset(run.trainer, splits["train"], mcfg, tc, seed)
     if tc["loss"] == "colour":
-        trainer.set_colour_prior(colour_histogram(ds, trainer.gen.factor))
+        run.trainer.set_colour_prior(colour_histogram(ds, run.trainer.gen.factor))
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    if rank == 0:
+        multiple = int(getattr(run.trainer.gen, "multiple", 1))
+        run.val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if splits["val"] else []
+        run.tb = _open_logs(run.csv_path, resume, run.step)
+        run.best = _best_val(run.csv_path, run.select_by)
+    return run, ds, sampler
+
+
+def _steps(run: _Run, ds: CropDataset, sampler: DistributedSampler, stop: dict[str, bool], quiet: bool
+           ) -> list[float]:
+    """Train until the last step, the time budget or a SIGTERM (``stop``); returns the step losses."""
+    from tqdm import tqdm
+
+    tc, bs, seed = run.tc, int(run.tc["batch_size"]), int(run.cfg["seed"])
     batches_per_epoch = len(sampler) // bs
     # Pairs read per sample are decoded by background workers while the step runs; a sample depends only on
     # (seed, epoch, index), so the batches are the same as in the process itself.
     workers = 0 if ds.in_memory else max(1, min(4, (os.cpu_count() or 2) // 2))
-    multiple = int(getattr(trainer.gen, "multiple", 1))
-    val_items = _val_items(splits["val"], mcfg, tc["val_crop"], multiple) if (rank == 0 and splits["val"]) else []
+    last = min(int(tc["stop_at"]) if tc["stop_at"] else int(tc["steps"]), int(tc["steps"]))
+    bar = tqdm(total=last, initial=run.step, disable=quiet or run.rank != 0, unit="step", dynamic_ncols=True)
+    budget = float(tc["max_minutes"]) * 60
+    running: float | None = None
+    step_losses: list[float] = []
+    t_last, n_last = time.time(), 0
+    done = run.step >= last or bool(budget and run.elapsed >= budget)
+    with bar:
+        while not done:
+            epoch, skip = divmod(run.step, batches_per_epoch)
+            ds.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(ds, batch_size=bs, sampler=_Skip(sampler, skip * bs), drop_last=True,
+                                num_workers=workers)
+            for x, y, v, r in loader:
+                t0 = time.time()
+                torch.manual_seed(_step_seed(seed, run.rank, run.step))
+                lr = tc["lr"] * _lr_factor(run.step, tc, run.elapsed)
+                loss = run.trainer.step(x, y, v, run.step, lr, r)
+                run.step += 1
+                run.elapsed += time.time() - t0
+                step_losses.append(loss)
+                running = loss if running is None else 0.9 * running + 0.1 * loss
+                bar.update(1)
+                n_last += bs * run.world
+                row = None
+                if run.step % tc["log_every"] == 0 or run.step % tc["val_every"] == 0:
+                    ips = n_last / max(1e-9, time.time() - t_last)
+                    t_last, n_last = time.time(), 0
+                    bar.set_postfix(loss=f"{running:.4f}", img_s=f"{ips:.1f}")
+                    row = {"step": run.step, "elapsed_s": round(run.elapsed, 1), "images_per_s": round(ips, 2),
+                           "lr": lr, "loss": round(running, 5)}
+                if run.val_items and run.step % tc["val_every"] == 0:
+                    row = row or {"step": run.step, "elapsed_s": round(run.elapsed, 1)}
+                    scores = run.validate()
+                    row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
+                    log.info("step %d: %s", run.step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
+                if row and run.rank == 0:
+                    _log_row(run.csv_path, run.tb, row)
+                done = run.step >= last or _over(run, budget, stop)
+                if run.step % tc["ckpt_every"] == 0 or done:
+                    run.checkpoint()
+                if done:
+                    break
+    return step_losses
 
-    csv_path = run_dir / "log.csv"
-    tb = _open_logs(csv_path, resume, step) if rank == 0 else None
-    # Early stopping without stopping: the EMA weights with the lowest validation CIEDE2000 so far are kept
-    # in best.safetensors (an export-ready checkpoint), because held-out colour can peak before the end.
-    select_by = {"colour": "colour_error", "regress": "colour_error", "detail": "pd"}.get(tc["loss"], "ciede2000")
-    val_look = "optical" if tc["loss"] == "detail" else None  # the detail stage changes the optical look only
-    best = _best_val(csv_path, select_by) if rank == 0 else math.inf
 
-    def run_meta() -> dict:
-        return {"step": step, "elapsed_s": elapsed, "config": cfg, "model_config": mcfg.to_json()}
+def _over(run: _Run, budget: float, stop: dict[str, bool]) -> bool:
+    """Past the time budget, or SIGTERM'd; every rank agrees, so no rank waits forever in a collective."""
+    over = (bool(budget) and run.elapsed >= budget) or stop["sigterm"]
+    if run.world > 1:
+        flag = torch.tensor([float(over)], device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        over = bool(flag.item())
+    return over
 
-    def keep_if_best(scores: dict[str, float]) -> None:
-        nonlocal best
-        if scores[select_by] < best:
-            best = scores[select_by]
-            save_checkpoint(run_dir / "best.safetensors", {"ema": trainer.ema}, {}, run_meta() | {"val": scores})
 
-    def checkpoint() -> None:
-        if rank != 0:
-            return
-        meta_ = run_meta()
-        save_checkpoint(ck_path, trainer.modules(), trainer.optimizers(), meta_)
-        save_model(run_dir / "model.safetensors", trainer.ema, mcfg,
-                   card=_model_card(mcfg, meta_, count_params(trainer.ema), None))
-
+def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None,
+           quiet: bool) -> Path:
+    run, ds, sampler = _prepare(cfg, rank, world, device, resume=resume, init=init)
     # SIGTERM (a scheduler's preemption) stops at the end of the step with a checkpoint.
     stop = {"sigterm": False}
     old_handler = None
@@ -804,80 +909,26 @@ def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bo
         old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
     except ValueError:  # not the main thread
         pass
-
-    from tqdm import tqdm
-
-    last = int(tc["stop_at"]) if tc["stop_at"] else int(tc["steps"])
-    last = min(last, int(tc["steps"]))
-    bar = tqdm(total=last, initial=step, disable=quiet or rank != 0, unit="step", dynamic_ncols=True)
-    budget = float(tc["max_minutes"]) * 60
-    running: float | None = None
-    step_losses: list[float] = []
-    t_last, n_last = time.time(), 0
-    done = step >= last or bool(budget and elapsed >= budget)
     try:
-        while not done:
-            epoch, skip = divmod(step, batches_per_epoch)
-            ds.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(ds, batch_size=bs, sampler=_Skip(sampler, skip * bs), drop_last=True,
-                                num_workers=workers)
-            for x, y, v, r in loader:
-                t0 = time.time()
-                torch.manual_seed(_step_seed(seed, rank, step))
-                lr = tc["lr"] * _lr_factor(step, tc, elapsed)
-                loss = trainer.step(x, y, v, step, lr, r)
-                step += 1
-                elapsed += time.time() - t0
-                step_losses.append(loss)
-                running = loss if running is None else 0.9 * running + 0.1 * loss
-                bar.update(1)
-                n_last += bs * world
-                row = None
-                if step % tc["log_every"] == 0 or step % tc["val_every"] == 0:
-                    ips = n_last / max(1e-9, time.time() - t_last)
-                    t_last, n_last = time.time(), 0
-                    bar.set_postfix(loss=f"{running:.4f}", img_s=f"{ips:.1f}")
-                    row = {"step": step, "elapsed_s": round(elapsed, 1), "images_per_s": round(ips, 2),
-                           "lr": lr, "loss": round(running, 5)}
-                if val_items and step % tc["val_every"] == 0:
-                    row = row or {"step": step, "elapsed_s": round(elapsed, 1)}
-                    scores = validate(trainer.ema, val_items, device, mcfg, val_look)
-                    keep_if_best(scores)
-                    row.update({f"val_{k}": round(s, 4) for k, s in scores.items()})
-                    log.info("step %d: %s", step, " ".join(f"{k}={s:.4f}" for k, s in scores.items()))
-                if row and rank == 0:
-                    _log_row(csv_path, tb, row)
-                over = (bool(budget) and elapsed >= budget) or stop["sigterm"]
-                if world > 1:  # agree on stopping early, so no rank waits forever in a collective
-                    flag = torch.tensor([float(over)], device=device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    over = bool(flag.item())
-                done = step >= last or over
-                if step % tc["ckpt_every"] == 0 or done:
-                    checkpoint()
-                if done:
-                    break
+        step_losses = _steps(run, ds, sampler, stop, quiet)
     finally:
-        bar.close()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     if stop["sigterm"]:
-        log.warning("stopped by SIGTERM at step %d; `--resume` continues", step)
+        log.warning("stopped by SIGTERM at step %d; `--resume` continues", run.step)
     # A final validation of the last steps, unless preempted: a scheduler's grace period is short, and a resumed
     # run validates at its own next interval.
-    if rank == 0 and val_items and step % tc["val_every"] != 0 and not stop["sigterm"]:
-        scores = validate(trainer.ema, val_items, device, mcfg, val_look)
-        keep_if_best(scores)
-        _log_row(csv_path, None, {"step": step, "elapsed_s": round(elapsed, 1),
-                                  **{f"val_{k}": round(v, 4) for k, v in scores.items()}})
-    if tb is not None:
-        tb.close()
+    if run.val_items and run.step % run.tc["val_every"] != 0 and not stop["sigterm"]:
+        scores = run.validate()
+        _log_row(run.csv_path, None, {"step": run.step, "elapsed_s": round(run.elapsed, 1),
+                                      **{f"val_{k}": round(v, 4) for k, v in scores.items()}})
+    if run.tb is not None:
+        run.tb.close()
     if os.environ.get(DIGEST_ENV):
-        _write_digest(Path(os.environ[DIGEST_ENV]), trainer, rank, world, step, step_losses)
+        _write_digest(Path(os.environ[DIGEST_ENV]), run.trainer, rank, world, run.step, step_losses)
     if world > 1:
         dist.barrier()
-    return run_dir
+    return run.run_dir
 
 
 def train_from_cli(config: str, overrides: list[str], *, resume: bool, init: str | None, quiet: bool,
