@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from . import version
 from .errors import SarColorError
@@ -28,13 +29,19 @@ log = logging.getLogger("sarcolor")
 
 
 DEVICES = ("auto", "cpu", "cuda")  # --device of colorize, train and evaluate
+Subparsers = Any  # what ArgumentParser.add_subparsers returns (a private argparse class)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sarcolor", description="Deep-learning colorization of SAR imagery.")
     p.add_argument("--version", action="version", version=f"sarcolor {version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_colorize, _add_train, _add_evaluate, _add_export, _add_serve):
+        add(sub)
+    return p
 
+
+def _add_colorize(sub: Subparsers) -> None:
     c = sub.add_parser("colorize", help="colorize SAR images and folders of them, here or on a Dask cluster")
     c.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="SAR image(s) (PNG, JPEG, TIFF, GeoTIFF) or folder(s) of them")
@@ -67,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, metavar="N",
                        help="run on a local Dask cluster of N single-threaded worker processes")
 
+
+def _add_train(sub: Subparsers) -> None:
     t = sub.add_parser("train", help="train or fine-tune a model on SAR/optical pairs")
     t.add_argument("--config", required=True, help="YAML or TOML training config")
     t.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. steps=500 data.root=...)")
@@ -76,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the GPU when PyTorch sees one (under torchrun: one GPU per process)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar; warnings and errors only")
 
+
+def _add_evaluate(sub: Subparsers) -> None:
     e = sub.add_parser("evaluate", help="score models and baselines on SAR/optical pairs")
     e.add_argument("--config", help="training config whose data and split to use")
     e.add_argument("--data", help="dataset folder (instead of --config)")
@@ -94,12 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the GPU when PyTorch sees one, else the CPU (default: auto)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars; warnings and errors only")
 
+
+def _add_export(sub: Subparsers) -> None:
     x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
     x.add_argument("checkpoint", help="training checkpoint folder or file")
     x.add_argument("-o", "--output", required=True, help="output .safetensors")
     x.add_argument("--tile", type=int, help="inference tile size (px) to store in the model (default: the run's)")
     x.add_argument("--card", help="a Markdown model card to embed (default: a generated summary of the run)")
 
+
+def _add_serve(sub: Subparsers) -> None:
     s = sub.add_parser("serve", help="start the web page and HTTP API (needs the [serve] extra)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -111,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
     s.add_argument("--job-timeout", type=float, default=600.0,
                    help="seconds one image may take; a longer job is stopped and answered 413 (default: 600)")
-    return p
 
 
 def _require_serve_extra() -> None:
