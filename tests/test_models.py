@@ -351,3 +351,22 @@ def test_contextnet_does_not_depend_on_the_crop_beyond_its_windows() -> None:
         big, _ = net(x, look="colour")
         small, _ = net(x[..., 32:96, 32:96], look="colour")
     torch.testing.assert_close(big[..., 12:20, 12:20], small[..., 4:12, 4:12], atol=1e-4, rtol=1e-4)
+
+
+def test_contextnet_head_over_bands_of_rows_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head runs over bands of rows (memory and speed); a pixel's colour depends on its own statistics
+    only, so any band height gives exactly the one-pass result, per rendering, for a batch too."""
+    import sarcolor.models as models
+
+    torch.manual_seed(0)
+    net = build_model(CONTEXT).eval()
+    feats = torch.randn(3, 2 + 3 * len(CONTEXT.windows), 23, 17)
+    render = torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        net.render_embed.weight.normal_()
+        monkeypatch.setattr(models, "HEAD_POSITIONS", 10**9)
+        whole = net.head(feats, render)
+        for positions in (1, 3 * 17 * 5, 3 * 17 * 22):  # bands of 1, 5 and 22 rows (the last one short)
+            monkeypatch.setattr(models, "HEAD_POSITIONS", positions)
+            for got, want in zip(net.head(feats, render), whole, strict=True):
+                assert torch.equal(got, want)
