@@ -16,6 +16,7 @@ exists (or ``--seed-model``), else randomly initialised weights (the same networ
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = ap.parse_args()
     if args.threads:
+        # colorize sets its own thread count (inference_threads()), which reads OMP_NUM_THREADS
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

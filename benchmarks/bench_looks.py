@@ -12,6 +12,7 @@ the medians.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -33,6 +34,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = ap.parse_args()
     if args.threads:
+        # colorize sets its own thread count (inference_threads()), which reads OMP_NUM_THREADS
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         src = scene(Path(tmp))
