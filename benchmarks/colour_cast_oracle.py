@@ -25,11 +25,11 @@ from sarcolor.metrics import chroma_ratio, colour_error
 from sarcolor.models import load_model
 
 
-def shifted(rgb: np.ndarray, ab: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 with ``ab`` added to every pixel's a*b* (L* kept), back to uint8."""
-    lab = rgb2lab(rgb)
-    lab[..., 1:] += ab
-    return (np.clip(lab2rgb(lab), 0, 1) * 255 + 0.5).astype(np.uint8)
+def shifted(lab: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """(H, W, 3) Lab with ``ab`` added to every pixel's a*b* (L* kept) -> uint8 RGB."""
+    out = lab.copy()
+    out[..., 1:] += ab
+    return (np.clip(lab2rgb(out), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def main() -> None:
@@ -50,10 +50,13 @@ def main() -> None:
     for source in sorted(items):
         rows: list[list[float]] = []
         for pairs in items[source].values():
-            errors = [(rgb2lab(o)[..., 1:] - rgb2lab(p)[..., 1:])[v] for p, o, v in pairs]
-            scene_ab = np.concatenate(errors).mean(0)
-            for (p, o, v), e in zip(pairs, errors, strict=True):
-                by_scene, by_image = shifted(p, scene_ab), shifted(p, e.mean(0))
+            labs = [rgb2lab(p) for p, _, _ in pairs]
+            # each image's mean a*b* error and its pixel count: the scene's mean is their weighted mean
+            errors = [(rgb2lab(o)[v] - lab[v])[:, 1:].mean(0) for lab, (_, o, v) in zip(labs, pairs, strict=True)]
+            counts = [int(v.sum()) for _, _, v in pairs]
+            scene_ab = np.average(errors, axis=0, weights=counts)
+            for (p, o, v), lab, e in zip(pairs, labs, errors, strict=True):
+                by_scene, by_image = shifted(lab, scene_ab), shifted(lab, e)
                 rows.append([colour_error(p, o, v), colour_error(by_scene, o, v), colour_error(by_image, o, v),
                              chroma_ratio(p, o, v), chroma_ratio(by_image, o, v)])
         m = np.mean(rows, 0)
