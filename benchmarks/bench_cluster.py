@@ -41,7 +41,7 @@ from distributed import Client
 from rasterio.errors import NotGeoreferencedWarning
 
 from sarcolor.cluster import colorize_paths_distributed, open_client
-from sarcolor.colorize import colorize_paths
+from sarcolor.engine import colorize_paths
 from sarcolor.models import SHIPPED
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -118,7 +118,7 @@ def start(stack: ExitStack, workers: int) -> tuple[Client, float]:
     t = time.perf_counter()
     client = stack.enter_context(open_client(workers=workers))
     # Import sarcolor and load the model in every worker, so the timed runs are the steady state.
-    client.run(exec, f"from sarcolor.colorize import get_model; get_model({str(SHIPPED['default'])!r}, 'cpu')")
+    client.run(exec, f"from sarcolor.engine import get_model; get_model({str(SHIPPED['default'])!r}, 'cpu')")
     return client, time.perf_counter() - t
 
 

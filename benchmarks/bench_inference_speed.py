@@ -1,6 +1,6 @@
 """Inference speed: MP/s of the shipped default model vs ``pix2pix-seed`` through the colorize path, same run.
 
-Both models colorize the same 1024x1024 SAR scene through ``sarcolor.colorize.colorize_paths`` (exactly what
+Both models colorize the same 1024x1024 SAR scene through ``sarcolor.engine.colorize_paths`` (exactly what
 ``sarcolor colorize`` runs: scene statistics, tiling with overlap, blending, writing the PNG), each with its own
 tile size and overlap from its config (default 512/64, seed 128/32, the prototype's 128x128 input). Process
 start-up (importing torch) is excluded by timing in-process after a warm-up; the wall time of one full
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sarcolor.colorize import colorize_paths
+from sarcolor.engine import colorize_paths
 from sarcolor.models import build_model, save_model, seed_config
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

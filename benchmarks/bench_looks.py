@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from bench_inference_speed import scene
 
-from sarcolor.colorize import colorize_paths
+from sarcolor.engine import colorize_paths
 
 # today's default is contextnet; the first variant is sarcolornet, the default when the looks issue was written
 # (the baseline of the ratios); colournet is the default of session 6

@@ -17,8 +17,8 @@ import collections
 import numpy as np
 from skimage.color import rgb2lab
 
-from sarcolor.colorize import colorize_array
 from sarcolor.data import read_pair
+from sarcolor.engine import colorize_array
 from sarcolor.evaluate import pair_valid, select_pairs
 from sarcolor.models import load_model
 

@@ -23,7 +23,7 @@ def load_model(name_or_path: str = "default", device: str = "cpu"):
 
 def colorize(image, model="default", **kwargs):
     """Colorize an array (H, W) / (bands, H, W) or a file path; returns an (H, W, 3) uint8 RGB array."""
-    from .colorize import colorize as _colorize
+    from .engine import colorize as _colorize
 
     return _colorize(image, model=model, **kwargs)
 
@@ -35,7 +35,7 @@ def colorize_paths(inputs, output, *, client=None, **kwargs) -> int:
     resumable run manifest in the output folder (see ``sarcolor.cluster``).
     """
     if client is None:
-        from .colorize import colorize_paths as _local
+        from .engine import colorize_paths as _local
 
         return _local(inputs, output, **kwargs)
     from .cluster import colorize_paths_distributed

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             from .cluster import colorize_on_cluster
 
             return colorize_on_cluster(args.inputs, args.output, address=args.cluster, workers=args.workers, **kw)
-        from .colorize import colorize_paths
+        from .engine import colorize_paths
 
         return colorize_paths(args.inputs, args.output, **kw)
     if args.command == "train":

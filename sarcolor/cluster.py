@@ -45,7 +45,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .colorize import (
+from .engine import (
     ModelLike,
     colorize_file,
     error_line,

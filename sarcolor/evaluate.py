@@ -1,7 +1,7 @@
 """``sarcolor evaluate``: score models and baselines on SAR/optical pairs and write a report folder.
 
 The pairs come from the same readers and splits as training (``sarcolor.data``); models run through the same
-tiled inference as ``colorize`` (``sarcolor.colorize``), so scenes of any size work. Every model is scored in
+tiled inference as ``sarcolor colorize`` (``sarcolor.engine``), so scenes of any size work. Every model is scored in
 each look asked for (``--looks``, default ``sar`` and ``optical``), as rows ``<model> [<look>]``. Baselines,
 scored in the same run:
 
@@ -225,7 +225,7 @@ class ModelRunner:
         return replace(self, render=ref.render if ref.render in known else None)
 
     def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
-        from .colorize import colorize_array
+        from .engine import colorize_array
 
         return colorize_array(self.model, self.cfg, sar_raw, valid=sar_valid, scale=scale, device=self.device,
                               look=self.look, render=self.render)
@@ -267,7 +267,7 @@ def parse_looks(text: str | Sequence[str]) -> list[str]:
 def load_runners(specs: Sequence[str], device: str = "auto", looks: Sequence[str] = LOOKS) -> list[ModelRunner]:
     """Load every --models entry (shipped name, .safetensors file or checkpoint folder) once, and give one
     runner per look, named ``<model> [<look>]``: all models' first look, then all models' second look."""
-    from .colorize import resolve_device
+    from .engine import resolve_device
     from .models import load_model
 
     dev = str(resolve_device(device))  # a clear error for --device cuda without a GPU

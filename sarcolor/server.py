@@ -18,7 +18,7 @@ Design, in the order a request meets it:
 - Each job runs in a worker process (``sarcolor.workers``) that loaded the model once, within a time budget
   (``job_timeout``): a job over it is killed and answered 413. A worker that ran a large job is replaced, so
   the memory that job needed goes back to the system; the server process itself never decodes pixels for
-  inference. Inference is ``sarcolor.colorize.colorize_file``, the same code path as ``sarcolor colorize``.
+  inference. Inference is ``sarcolor.engine.colorize_file``, the same code path as ``sarcolor colorize``.
 - Whatever an upload contains, the answer is the image or a 4xx JSON error; a 500 means a bug in sarcolor.
 - A janitor thread deletes each job's folder ``ttl`` seconds after the job finished.
 """
@@ -552,7 +552,7 @@ def _work(state: tuple[Any, Any], folder: Path, src: Path, opts: dict, preview_m
           progress: Callable[[int, int], None]) -> tuple[int, str] | None:
     """The SAR preview (input_preview.png), then ``src`` colorized into ``folder``/result.tif and its
     display-sized preview.png; returns None, or (HTTP status, message)."""
-    from .colorize import colorize_file
+    from .engine import colorize_file
 
     module, cfg = state
     try:  # first, so that the page can show the SAR while the rest runs

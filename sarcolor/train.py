@@ -32,9 +32,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import losses
-from .colorize import resolve_device, to_uint8
 from .colour import ab_grid, rebalance_weights
 from .data import CropDataset, PairRef, PixelDataset, build_splits, load_config, read_pair, write_split
+from .engine import resolve_device, to_uint8
 from .errors import SarColorError
 from .looks import luma_of
 from .models import (

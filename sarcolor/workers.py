@@ -48,7 +48,7 @@ def _context() -> Any:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         # Only takes effect if the forkserver is not up yet. colorize: PyTorch, which takes seconds to import.
-        ctx.set_forkserver_preload(["sarcolor.colorize", "sarcolor.server"])
+        ctx.set_forkserver_preload(["sarcolor.engine", "sarcolor.server"])
         return ctx
     return mp.get_context("spawn")
 

@@ -23,7 +23,7 @@ import sarcolor
 from sarcolor import cluster
 from sarcolor.cli import main
 from sarcolor.cluster import MANIFEST, Manifest, colorize_on_cluster, run_settings
-from sarcolor.colorize import colorize_paths
+from sarcolor.engine import colorize_paths
 from sarcolor.errors import SarColorError
 from sarcolor.raster import _temp_name, remove_temps_of
 

@@ -344,7 +344,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def test_cli_scores_models_and_checkpoint_folders(tmp_path, tiny_model, capsys):
-    from sarcolor.colorize import colorize_array
+    from sarcolor.engine import colorize_array
     from sarcolor.models import load_model
 
     root = write_pairs(tmp_path / "d", ["a", "b", "c"], size=(40, 48))
@@ -393,7 +393,7 @@ def test_looks_option_errors(tmp_path, capsys):
 
 def test_runner_passes_look_and_render(monkeypatch):
     """ModelRunner gives colorize_array its look, and the pair's source rendering when the model knows it."""
-    import sarcolor.colorize as colorize
+    import sarcolor.engine as engine
 
     seen = []
 
@@ -402,7 +402,7 @@ def test_runner_passes_look_and_render(monkeypatch):
         seen.append((look, render))
         return np.zeros((*sar.shape, 3), np.uint8)
 
-    monkeypatch.setattr(colorize, "colorize_array", fake)
+    monkeypatch.setattr(engine, "colorize_array", fake)
     cfg = types.SimpleNamespace(renders=("l2a-3000",))
     runners = [ev.ModelRunner(f"m [{look}]", None, cfg, "cpu", look) for look in ("sar", "optical")]
     for render in ("l2a-3000", "unknown"):

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.errors import NotGeoreferencedWarning
 
-from sarcolor.colorize import colorize_file, colorize_with_mask
+from sarcolor.engine import colorize_file, colorize_with_mask
 from sarcolor.errors import SarColorError
 from sarcolor.preprocess import SCALES
 

@@ -131,7 +131,7 @@ def test_png_returns_png_directly(client: TestClient) -> None:
 
 def test_look_field(client: TestClient, tiny_model: Path) -> None:
     """look=sar (the default) and look=optical give what colorize gives in each look; another look is a 422."""
-    from sarcolor.colorize import colorize
+    from sarcolor.engine import colorize
 
     sar = grey(48, 64, seed=5)
     got = {}
@@ -156,7 +156,7 @@ def test_a_rendering_the_model_does_not_have_is_a_422_before_any_work(client: Te
 def test_render_gives_the_colorize_engines_colour_balance(two_render_model_path: Path) -> None:
     """render= on a model with renderings: the same image as colorize with that rendering; another one
     differs; one the model does not know is a 422 naming those it does."""
-    from sarcolor.colorize import colorize
+    from sarcolor.engine import colorize
 
     model = two_render_model_path
     sar = grey(48, 64, seed=5)
@@ -184,7 +184,7 @@ def test_engine_errors_speak_the_apis_parameters() -> None:
 
 def test_scale_db_reads_an_8bit_db_export(client: TestClient, tiny_model: Path) -> None:
     """scale=db on an 8-bit PNG (a SEN1-2-style dB export) colours it as sarcolor.colorize does with scale db."""
-    from sarcolor.colorize import colorize
+    from sarcolor.engine import colorize
 
     sar = grey(48, 64, seed=6)
     r = post(client, png_bytes(sar), query="?scale=db")

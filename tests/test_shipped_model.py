@@ -12,8 +12,8 @@ import pytest
 from conftest import SHARED_DATA
 
 from sarcolor import metrics
-from sarcolor.colorize import colorize_array
 from sarcolor.data import build_splits, load_config, read_pair
+from sarcolor.engine import colorize_array
 from sarcolor.evaluate import IntensityLookup, fit_baselines, pair_valid, sar_display
 from sarcolor.models import SHIPPED, count_params, load_model
 
@@ -154,7 +154,7 @@ def test_default_shows_no_tile_seams_on_a_4096_scene(look: str) -> None:
     seam measure of test_colorize, which shows > 3 for unblended tiles)."""
     from PIL import Image
 
-    import sarcolor.colorize as engine
+    import sarcolor.engine as engine
     from sarcolor.tiling import axis_starts, best_tile
 
     path = SHARED_DATA / "sih1733" / "scene1" / "sar.jpg"

@@ -21,7 +21,7 @@ from fixtures import sar_db, write_geotiff
 _SLOW_CLI = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import sarcolor.colorize as engine
+import sarcolor.engine as engine
 from sarcolor.cli import main
 predict = engine._predict
 def slow(*a, **k):

@@ -391,7 +391,7 @@ def test_colour_model_trains_on_sources_with_renderings(tmp_path: Path, data_dir
     assert round(meta["val"]["colour_error"], 4) == pytest.approx(min(vals), abs=1e-4)
     model, mcfg = load_model(run_dir / "model.safetensors")
     assert mcfg.arch == "colournet" and mcfg.renders == ("r1", "r2")
-    from sarcolor.colorize import colorize_array
+    from sarcolor.engine import colorize_array
 
     sar = datagen.sar_image(40, 40, seed=3).astype("float32")
     looks = {(look, r): colorize_array(model, mcfg, sar, scale="8bit", look=look, render=r)
@@ -431,7 +431,7 @@ def test_context_model_trains_by_regression_and_keeps_the_best(tmp_path: Path, d
     _, meta = load_checkpoint(run_dir / "best.safetensors")
     assert len(vals) == 3 and round(meta["val"]["colour_error"], 4) == pytest.approx(min(vals), abs=1e-4)
     model, mcfg = load_model(run_dir / "model.safetensors")
-    from sarcolor.colorize import colorize_array
+    from sarcolor.engine import colorize_array
 
     sar = datagen.sar_image(40, 40, seed=3).astype("float32")
     sar_look, optical = (colorize_array(model, mcfg, sar, scale="8bit", look=k) for k in ("sar", "optical"))

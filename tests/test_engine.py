@@ -25,9 +25,9 @@ from fixtures import (
 )
 
 import sarcolor
-import sarcolor.colorize as engine
+import sarcolor.engine as engine
 from sarcolor.cli import main
-from sarcolor.colorize import colorize, colorize_array, colorize_file, colorize_paths, colorize_with_mask
+from sarcolor.engine import colorize, colorize_array, colorize_file, colorize_paths, colorize_with_mask
 from sarcolor.errors import SarColorError
 from sarcolor.models import SHIPPED, ModelConfig, Pix2PixUNet, seed_config
 from sarcolor.raster import ArraySource
@@ -50,6 +50,15 @@ def test_colorize_array_basic(tiny) -> None:
     assert rgb.std() > 0
     np.testing.assert_array_equal(rgb, sarcolor.colorize(db, model=tiny))  # the package-level API
     np.testing.assert_array_equal(rgb, colorize(db, tiny))  # deterministic
+
+
+def test_package_colorize_is_the_function() -> None:
+    """``sarcolor.colorize`` is the package's function, also after the engine module has been imported."""
+    import types
+
+    import sarcolor.engine  # noqa: F401  (importing a submodule must not rebind the name)
+
+    assert isinstance(sarcolor.colorize, types.FunctionType)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (9, 13), (37, 53), (64, 64), (65, 130)])

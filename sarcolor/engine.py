@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import time
-import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -544,14 +543,3 @@ def _colorize_batch(srcs: list[Path], out: Path, *, model: ModelLike, device: st
     log.info("%d colorized, %d skipped (already there), %d failed -> %s", done, skipped, failed, out)
     return 1 if failed else 0
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this submodule rebinds ``sarcolor.colorize`` from the package's function to the module;
-    making the module callable keeps ``sarcolor.colorize(image, ...)`` working either way."""
-
-    def __call__(self, image: np.ndarray | str | Path, model: ModelLike = "default", **kwargs: object
-                 ) -> np.ndarray:
-        return colorize(image, model, **kwargs)  # type: ignore[arg-type]
-
-
-sys.modules[__name__].__class__ = _CallableModule
