@@ -13,10 +13,10 @@ Layouts (``layout`` in a data source):
   SEN12MS-CR): float dB SAR with 1 or 2 bands, multi-band optical with ``opt_bands`` (1-based) and scaling.
 - ``auto``: picks one of the above from what is in the folder.
 
-Per-source reading options (any layout): ``sar_band`` (1-based, "VV"=1, "VH"=2, or "auto": band 2 of a
-dual-pol file, else band 1), ``sar_scale`` (auto, db, linear, amplitude, 8bit), ``sar_db_range`` ([lo, hi]: the
-SAR is an 8-bit dB export whose 0 is lo dB and 255 is hi dB, as SEN1-2's PNGs with [-25, 0]; read as that dB),
-``opt_bands``, ``opt_scale``
+Per-source reading options (any layout): ``sar_band`` (1-based, "VV", "VH", or "auto" = "VH": of a dual-pol
+file, the band named so, else band 1 for VV and 2 for VH; the same rule as ``sarcolor colorize``),
+``sar_scale`` (auto, db, linear, amplitude, 8bit), ``sar_db_range`` ([lo, hi]: the SAR is an 8-bit dB export
+whose 0 is lo dB and 255 is hi dB, as SEN1-2's PNGs with [-25, 0]; read as that dB), ``opt_bands``, ``opt_scale``
 ("8bit": stored 8-bit values; "p99": each channel over its 99th percentile, as volkov_s1s2 was made;
 "fixed": value / ``opt_max``, e.g. 3000 for reflectance x 10000), ``exclude`` (glob patterns of relative
 paths to ignore), ``name`` (the source's name, ``PairRef.source``, by which evaluation reports group pairs;
@@ -48,7 +48,7 @@ from rasterio.windows import Window
 from .colour import lab_blocks
 from .errors import SarColorError
 from .preprocess import SCALES, scene_input
-from .raster import gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
+from .raster import file_band, gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
 
 log = logging.getLogger("sarcolor")
 
@@ -71,7 +71,7 @@ class PairRef:
     opt: Path
     group: str
     window: tuple[int, int, int, int] | None = None
-    sar_band: int | None = None  # 1-based band of a multi-band SAR file (None: band 2 of dual-pol, else 1)
+    sar_band: int | str | None = None  # 1-based band, "VV"/"VH", or None (VH): chosen as ``raster.file_band`` does
     opt_bands: tuple[int, ...] = (1, 2, 3)
     opt_scale: str = "8bit"  # "8bit" (as stored), "p99" (per-channel 99th percentile) or "fixed" (/opt_max)
     sar_scale: str = "auto"  # how the SAR values are scaled (preprocess.SCALES); auto: 8-bit or detected
@@ -111,11 +111,10 @@ def _read_options(src: dict, layout: str) -> dict:
     geo = layout == "geotiff"
     band = src.get("sar_band", "auto")
     if isinstance(band, str):
-        named = {"auto": None, "vv": 1, "vh": 2}
-        if band.lower() not in named:
+        if band.lower() not in ("auto", "vv", "vh"):
             raise SarColorError(f"sar_band {band!r}: give a 1-based band number, VV, VH or auto")
-        band = named[band.lower()]
-    if band is not None and int(band) < 1:
+        band = None if band.lower() == "auto" else band.upper()  # a polarisation: by band name, else VV,VH order
+    elif band is not None and int(band) < 1:
         raise SarColorError(f"sar_band {band}: bands are numbered from 1")
     opt_bands = tuple(int(b) for b in src.get("opt_bands", (4, 3, 2) if geo else (1, 2, 3)))
     if len(opt_bands) != 3 or min(opt_bands) < 1:
@@ -140,8 +139,8 @@ def _read_options(src: dict, layout: str) -> dict:
         if not lo < hi or sar_scale not in ("auto", "db"):
             raise SarColorError(f"sar_db_range {db_range!r}: needs lo < hi, and sar_scale db or auto")
         db_range, sar_scale = (lo, hi), "db"
-    return {"sar_band": None if band is None else int(band), "opt_bands": opt_bands, "opt_scale": opt_scale,
-            "sar_scale": sar_scale, "opt_max": opt_max, "sar_db_range": db_range}
+    return {"sar_band": band if band is None or isinstance(band, str) else int(band), "opt_bands": opt_bands,
+            "opt_scale": opt_scale, "sar_scale": sar_scale, "opt_max": opt_max, "sar_db_range": db_range}
 
 
 # ---------------------------------------------------------------------------------------- discovery
@@ -465,14 +464,13 @@ def _read(ds, path: Path, bands: list[int], window: tuple[int, int, int, int] | 
     return arr, mask
 
 
-def _sar_band(ref: PairRef, count: int) -> int:
-    if ref.sar_band is not None:
-        return ref.sar_band
-    if count == 2:
-        return 2  # dual-pol VV,VH (Sen1Floods11, SEN12MS): the models are trained on VH
-    if count in (1, 3, 4):
-        return 1  # one band, or grey stored as 3 equal bands (+ alpha)
-    raise SarColorError(f"{ref.sar}: {count} bands; choose the SAR band with sar_band")
+def _sar_band(ref: PairRef, ds) -> int:
+    """The pair's SAR band, by the rule ``sarcolor colorize`` uses (``raster.file_band``): training and
+    evaluation score the band that colorize colours."""
+    if isinstance(ref.sar_band, str):
+        return file_band(ds, str(ref.sar), polarisation=ref.sar_band)[0]
+    chosen = None if ref.sar_band is None else [ref.sar_band]
+    return file_band(ds, str(ref.sar), bands=chosen)[0]
 
 
 def _check_geometry(ref: PairRef, sar_hw: tuple[int, int], opt_hw: tuple[int, int]) -> None:
@@ -491,7 +489,7 @@ def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     """-> sar_raw (H,W) float32, sar_valid (H,W) bool, opt (H,W,3) uint8, opt_valid (H,W) bool, scale."""
     with gdal_env(), _open(ref.sar) as s, _open(ref.opt) as o:
         _check_geometry(ref, (s.height, s.width), (o.height, o.width))
-        sar, sar_mask = _read(s, ref.sar, [_sar_band(ref, s.count)], ref.window)
+        sar, sar_mask = _read(s, ref.sar, [_sar_band(ref, s)], ref.window)
         sar_dtype = np.dtype(s.dtypes[0])
         opt, opt_mask = _read(o, ref.opt, list(ref.opt_bands), ref.window)
     sar = sar[0].astype(np.float32)

@@ -36,6 +36,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -198,6 +199,44 @@ class SarSource(Protocol):
     def close(self) -> None: ...
 
 
+def _guarded(ds: DatasetReader, name: str, fn: Callable[[], np.ndarray], what: str) -> np.ndarray:
+    """``fn()`` (a read of ``ds``), with GDAL's read errors as one SarColorError line naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return fn()
+    except _GDAL_ERRORS as exc:
+        # rasterio's own message says "see previous exception": GDAL's reason is the cause.
+        why = str(exc.__cause__ or exc).splitlines()[0].removeprefix(f"{ds.name}, ")
+        raise SarColorError(f"{name}: cannot read pixels ({what}); is the file truncated or corrupt? "
+                            f"[{why}]") from None
+
+
+def _data_bands(ds: DatasetReader) -> list[int]:
+    """The 1-based bands of ``ds`` that are not alpha."""
+    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+    return [b for b in range(1, ds.count + 1) if b not in alpha]
+
+
+def file_band(ds: DatasetReader, name: str, *, bands: Sequence[int] | None = None, polarisation: str = "VH"
+              ) -> tuple[int, str | None]:
+    """``choose_band`` for an open file: the one band rule of colorize, training and evaluation.
+
+    Returns (1-based band, a message to log or None).
+    """
+    def bands_equal(chosen: Sequence[int]) -> bool:
+        # Five 256 x 256 windows (centre and corners) at full resolution: cheap on any size and format.
+        h, w = min(256, ds.height), min(256, ds.width)
+        corners = [(0, 0), (0, ds.width - w), (ds.height - h, 0), (ds.height - h, ds.width - w),
+                   ((ds.height - h) // 2, (ds.width - w) // 2)]
+        parts = [_guarded(ds, name, lambda y=y, x=x: ds.read(list(chosen), window=Window(x, y, w, h)),
+                          "reading a sample") for y, x in corners]
+        return _bands_equal(np.concatenate(parts, axis=1))
+
+    return choose_band(_data_bands(ds), bands=bands, polarisation=polarisation, descriptions=ds.descriptions,
+                       bands_equal=bands_equal, name=name)
+
+
 class RasterSource:
     """A SAR band of an image file (PNG, JPEG, TIFF, GeoTIFF), read through rasterio/GDAL."""
 
@@ -219,14 +258,10 @@ class RasterSource:
             raise SarColorError(f"{self.name}: no raster bands (a container of sub-datasets?)")
         self.height, self.width = ds.height, ds.width
         _check_size(self.name, self.height, self.width)
-        alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
-        data_bands = [b for b in range(1, ds.count + 1) if b not in alpha]
-        for b in data_bands:  # before choosing a band: that reads pixels, which must be of a usable type
+        for b in _data_bands(ds):  # before choosing a band: that reads pixels, which must be of a usable type
             nbits = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
             check_pixel_type(self.name, ds.dtypes[b - 1], int(nbits) if (nbits or "").isdigit() else None)
-        self.band, msg = choose_band(data_bands, bands=bands, polarisation=polarisation,
-                                     descriptions=ds.descriptions, bands_equal=self._bands_equal,
-                                     name=self.name)
+        self.band, msg = file_band(ds, self.name, bands=bands, polarisation=polarisation)
         if msg:
             log.info(msg)
         self.dtype = np.dtype(ds.dtypes[self.band - 1])
@@ -243,25 +278,8 @@ class RasterSource:
                              transform=ds.transform if has_transform else None,
                              gcps=(gcps, gcrs) if gcps else None, rpcs=ds.rpcs or None)
 
-    def _bands_equal(self, bands: Sequence[int]) -> bool:
-        # Five 256 x 256 windows (centre and corners) at full resolution: cheap on any size and format.
-        h, w = min(256, self.height), min(256, self.width)
-        corners = [(0, 0), (0, self.width - w), (self.height - h, 0), (self.height - h, self.width - w),
-                   ((self.height - h) // 2, (self.width - w) // 2)]
-        parts = [self._guard(lambda y=y, x=x: self.ds.read(list(bands), window=Window(x, y, w, h)),
-                             "reading a sample") for y, x in corners]
-        return _bands_equal(np.concatenate(parts, axis=1))
-
     def _guard(self, fn: Callable[[], np.ndarray], what: str) -> np.ndarray:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return fn()
-        except _GDAL_ERRORS as exc:
-            # rasterio's own message says "see previous exception": GDAL's reason is the cause.
-            why = str(exc.__cause__ or exc).splitlines()[0].removeprefix(f"{self.ds.name}, ")
-            raise SarColorError(f"{self.name}: cannot read pixels ({what}); is the file truncated or corrupt? "
-                                f"[{why}]") from None
+        return _guarded(self.ds, self.name, fn, what)
 
     def _valid(self, data: np.ndarray, window: Window) -> np.ndarray:
         if self._mask_kind == "gdal":

@@ -258,7 +258,8 @@ def test_geotiff_sen1floods11_and_sen12ms(tmp_path: Path) -> None:
     sar_vv, *_ = read_pair(PairRef(**{**floods.__dict__, "sar_band": 1}))
     assert np.allclose(sar_vv, db + 6.0, atol=1e-5)
     vv = discover({"root": str(root), "sar_band": "VV"})[1]
-    assert vv.sar_band == 1
+    assert vv.sar_band == "VV"
+    assert np.array_equal(read_pair(vv)[0], sar_vv)  # the file's bands are VV, VH by position
 
     # "fixed": value / opt_max; bands 4,3,2 hold opt_of(sar) x 10 + 1, so opt_max 2550 gives it back
     fixed = discover({"root": str(root), "opt_scale": "fixed", "opt_max": 2550})
@@ -286,7 +287,7 @@ def test_geotiff_nodata_and_band_errors(tmp_path: Path) -> None:
     _, sv, _, ov, _ = read_pair(floods)
     assert not sv[0, 0] and sv.sum() == 24 * 24 - 1
     assert not ov[5, 5] and ov.sum() == 24 * 24 - 1
-    with pytest.raises(SarColorError, match="has 2 band.s., asked for band 3"):
+    with pytest.raises(SarColorError, match="band 3 does not exist .the image has 2 band"):
         read_pair(discover({"root": str(root), "sar_band": 3})[1])
     with pytest.raises(SarColorError, match="int16, not 8-bit; set opt_scale"):
         read_pair(discover({"root": str(root), "opt_scale": "8bit"})[1])
