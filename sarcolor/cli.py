@@ -108,10 +108,11 @@ def _add_evaluate(sub: Subparsers) -> None:
 
 def _add_export(sub: Subparsers) -> None:
     x = sub.add_parser("export", help="write the inference-only model (EMA weights + config + card)")
-    x.add_argument("checkpoint", help="training checkpoint folder or file")
+    x.add_argument("checkpoint", help="training checkpoint folder or file, or a model file whose card to replace")
     x.add_argument("-o", "--output", required=True, help="output .safetensors")
     x.add_argument("--tile", type=int, help="inference tile size (px) to store in the model (default: the run's)")
-    x.add_argument("--card", help="a Markdown model card to embed (default: a generated summary of the run)")
+    x.add_argument("--card", help="a short Markdown model card to embed, under 4 KB (default: a generated summary "
+                                  "of the run)")
 
 
 def _add_serve(sub: Subparsers) -> None:

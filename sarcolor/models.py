@@ -544,6 +544,29 @@ def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig, card: str =
     save_safetensors(state, path, {"sarcolor_config": cfg.to_json(), "model_card": card})
 
 
+# A weights file carries a short card (what, data, key numbers, limits; docs/model-card-embedded.md for the
+# default): it is served by /api/model and shown on the page. The full card lives in docs/, so editing it never
+# rewrites weights; a card is embedded only when a model is exported.
+MAX_CARD_BYTES = 4096
+
+
+def check_card(card: str, origin: str) -> str:
+    """``card`` unchanged, or a SarColorError naming ``origin`` when it is too long to embed."""
+    size = len(card.encode("utf-8"))
+    if size >= MAX_CARD_BYTES:
+        raise SarColorError(f"{origin}: the card is {size} bytes; an embedded model card must be under "
+                            f"{MAX_CARD_BYTES} (what, data, key numbers, limits; the full card belongs in docs/)")
+    return card
+
+
+def embed_card(src: str | Path, dst: str | Path, card: str) -> None:
+    """Write the model file ``src`` to ``dst`` with ``card`` as its model card: tensors and config unchanged."""
+    meta = read_metadata(src)
+    if "sarcolor_config" not in meta:
+        raise SarColorError(f"{src}: not a sarcolor model file (no sarcolor_config in its metadata)")
+    save_safetensors(load_file(str(src)), dst, {**meta, "model_card": card})
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -43,7 +43,9 @@ from .models import (
     PatchDiscriminator,
     SeedDiscriminator,
     build_model,
+    check_card,
     count_params,
+    embed_card,
     load_model,
     predict_look,
     read_metadata,
@@ -209,6 +211,15 @@ def _checkpoint_file(path: str | Path) -> Path:
     return p / "checkpoint.safetensors" if p.is_dir() else p
 
 
+def _is_model_file(path: Path) -> bool:
+    """An exported (inference) model file, as opposed to a training checkpoint."""
+    try:
+        meta = read_metadata(path)
+    except Exception:  # not safetensors at all: load_checkpoint says so
+        return False
+    return "sarcolor_config" in meta and "sarcolor_checkpoint" not in meta
+
+
 def _model_card(mcfg: ModelConfig, meta: dict, n_params: int, log_csv: Path | None) -> str:
     """A model card stub: what the model is and how it was made; the sections below it are for people."""
     cfg = meta.get("config", {})
@@ -238,8 +249,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
     """Write the inference-only model (EMA generator + config + model card stub) as safetensors.
 
     ``tile`` replaces the inference tile size stored with the model (training never uses it): larger tiles
-    redo less overlap and give each pixel more context, at more memory per tile. ``card``: a Markdown file
-    embedded as the model card instead of the generated summary."""
+    redo less overlap and give each pixel more context, at more memory per tile. ``card``: a short Markdown
+    file (under ``MAX_CARD_BYTES``) embedded as the model card instead of the generated summary. Given a model
+    file instead of a checkpoint, only its card is replaced (tensors and config unchanged)."""
     ck = _checkpoint_file(checkpoint)
     if not ck.is_file():
         raise SarColorError(f"{checkpoint}: no checkpoint found")
@@ -248,12 +260,21 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
         raise SarColorError(f"{out}: is a folder; give the output .safetensors file name")
     if not out.parent.is_dir():
         raise SarColorError(f"{out.parent}: output folder does not exist")
+    if out.resolve() == ck.resolve():
+        raise SarColorError(f"{out}: is the input; write to another file (and move it over the input if meant)")
     card_text = None
     if card is not None:
         try:
             card_text = Path(card).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SarColorError(f"--card {card}: cannot read it ({exc.__class__.__name__})") from None
+        check_card(card_text, f"--card {card}")
+    if _is_model_file(ck):
+        if card_text is None or tile is not None:
+            raise SarColorError(f"{ck}: is a model file; only its card can be replaced (--card FILE, no --tile)")
+        embed_card(ck, out, card_text)
+        log.info("%s -> %s with the card of %s", ck, out, card)
+        return
     tensors, meta = load_checkpoint(ck)
     mcfg = ModelConfig.from_json(meta["model_config"])
     if tile is not None:
