@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from sarcolor.engine import resolve_device
 from sarcolor.models import count_params
 from sarcolor.train import Trainer, model_config, resolve_config
 
@@ -58,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     print(f"device {device}" + (f", {torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else "")
           + f", torch {torch.__version__}; {args.warmup} warm-up + {args.steps} timed steps per model")
     rows = [bench(CONFIGS / name, args.steps, args.warmup, args.batch_size, device)

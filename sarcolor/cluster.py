@@ -116,10 +116,7 @@ def _model_file(model: ModelLike) -> Path:
     if isinstance(model, tuple):
         raise SarColorError("on a cluster the model must be a shipped name or a .safetensors file "
                             "(workers load it themselves)")
-    path = resolve_model_path(model).resolve()
-    if not path.exists():
-        raise SarColorError(f"{path}: model file not found (shipped model {model!r} is not installed)")
-    return path
+    return resolve_model_path(model).resolve()
 
 
 # --------------------------------------------------------------------------------------------------

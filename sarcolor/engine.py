@@ -114,8 +114,6 @@ def get_model(model: ModelLike = "default", device: str | torch.device = "auto"
         return net, cfg
     dev = resolve_device(device)
     path = resolve_model_path(model)
-    if not path.exists():
-        raise SarColorError(f"{path}: model file not found (shipped model {model!r} is not installed)")
     return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, str(dev))
 
 

@@ -575,8 +575,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
+    """A shipped name or a model file's path -> the file's path; one error line where there is no file."""
     if str(name_or_path) in SHIPPED:
-        return SHIPPED[str(name_or_path)]
+        path = SHIPPED[str(name_or_path)]
+        if not path.exists():
+            raise SarColorError(f"{path}: model file not found (shipped model {name_or_path!r} is not installed)")
+        return path
     p = Path(name_or_path)
     if not p.exists():
         raise SarColorError(f"{p}: model not found (give a .safetensors file or one of: {', '.join(SHIPPED)})")

@@ -583,8 +583,6 @@ def _load(model: Any, device: str) -> tuple[Any, Any, str, str]:
         name, card = cfg.name, ""
     else:
         path = resolve_model_path(model)
-        if not path.exists():
-            raise SarColorError(f"{path}: model file not found (shipped model {model!r} is not installed)")
         module, cfg = load_model(path, device=device)
         card = read_metadata(path).get("model_card", "")
         name = str(model) if not str(model).endswith(".safetensors") else path.stem
@@ -771,10 +769,9 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0 or job_timeout <= 0:
         raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel, ttl and job time "
                             "limits, please")
-    if device == "auto":
-        import torch
+    from .engine import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))  # inference's rule: "auto" -> cuda when available; cuda without one fails
     conf = ServerConfig(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_pixels), workers=workers,
                         ttl=float(ttl), sync_max_pixels=int(sync_max_pixels), preview_max=int(preview_max),
                         max_queue=int(max_queue), device=device, job_timeout=float(job_timeout))

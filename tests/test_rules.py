@@ -10,6 +10,7 @@ from fixtures import write_geotiff
 
 from sarcolor.data import PairRef, discover, read_pair
 from sarcolor.engine import colorize
+from sarcolor.errors import SarColorError
 from sarcolor.raster import open_sar
 
 
@@ -42,3 +43,39 @@ def test_train_evaluate_and_colorize_read_the_same_band(tmp_path: Path, order: t
     np.testing.assert_array_equal(read_pair(vv)[0], bands["VV"])
     with open_sar(sar, polarisation="VV") as src:
         np.testing.assert_array_equal(src.read_rows(0, 24)[0], bands["VV"])
+
+
+# ------------------------------------------------------------------------------------ model file, device
+def test_missing_shipped_model_is_one_error_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """colorize, the server and the cluster report a shipped model whose file is missing with one line."""
+    from sarcolor import cluster, engine, models, server
+
+    missing = tmp_path / "gone.safetensors"
+    monkeypatch.setitem(models.SHIPPED, "default", missing)
+    want = f"{missing}: model file not found .shipped model 'default' is not installed."
+    for load in (lambda: engine.get_model("default", "cpu"), lambda: server._load("default", "cpu"),
+                 lambda: cluster._model_file("default"), lambda: models.load_model("default")):
+        with pytest.raises(SarColorError, match=want):
+            load()
+
+
+def test_server_resolves_device_as_colorize_does(monkeypatch: pytest.MonkeyPatch, tiny_model_path: Path) -> None:
+    """``serve --device auto`` takes the engine's decision (one rule for "auto"), and cuda without a GPU fails
+    with the engine's error."""
+    import torch
+
+    from sarcolor import engine, server
+
+    asked = []
+
+    def resolve(device: str) -> torch.device:
+        asked.append(device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(engine, "resolve_device", resolve)
+    server.create_app(model=tiny_model_path, workers=1, device="auto")
+    assert asked == ["auto"]
+    monkeypatch.undo()
+    if not torch.cuda.is_available():
+        with pytest.raises(SarColorError, match="no CUDA GPU is available"):
+            server.create_app(model=tiny_model_path, workers=1, device="cuda")
