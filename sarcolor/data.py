@@ -47,8 +47,9 @@ from rasterio.windows import Window
 
 from .colour import lab_blocks
 from .errors import SarColorError
-from .preprocess import SCALES, scene_input
+from .preprocess import SCALES, scale_of_type, scene_input
 from .raster import file_band, gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
+from .tiling import mirror_index
 
 log = logging.getLogger("sarcolor")
 
@@ -515,8 +516,14 @@ def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
             rgb[c] = np.clip(np.nan_to_num(opt[c]) / max(top, 1e-6) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         opt = rgb
     opt = np.ascontiguousarray(opt.transpose(1, 2, 0))
-    scale = ref.sar_scale if ref.sar_scale != "auto" else ("8bit" if sar_dtype == np.uint8 else "auto")
+    scale = scale_of_type(ref.sar_scale, sar_dtype)  # decided here: the float32 copy no longer shows 8-bit
     return sar, sar_valid, opt, opt_mask, scale
+
+
+def pair_valid(sar_valid: np.ndarray, opt: np.ndarray, opt_valid: np.ndarray) -> np.ndarray:
+    """Pixels valid in both images, for training and scoring alike. Black optical (0, 0, 0) counts as nodata:
+    it is the fill of reprojected PNG/JPEG tiles, which carry no nodata mask."""
+    return sar_valid & opt_valid & (opt.max(axis=2) > 0)
 
 
 # ---------------------------------------------------------------------------------- training crops
@@ -527,7 +534,7 @@ def _training_arrays(ref: PairRef, input_norm: str) -> tuple[np.ndarray, np.ndar
     """One pair as training sees it: model input (H, W) float16 normalised with the whole pair's statistics,
     optical (H, W, 3) uint8, and the pixels valid in both."""
     sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
-    valid = sar_valid & opt_valid & (opt.max(axis=2) > 0)  # black optical = no data (scene borders)
+    valid = pair_valid(sar_valid, opt, opt_valid)
     if not valid.any():
         raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
     return scene_input(sar, valid, scale, input_norm, 1)[0].astype(np.float16), opt, valid
@@ -672,8 +679,9 @@ class PixelDataset(CropDataset):
 
 def _padded(x: np.ndarray, opt: np.ndarray, valid: np.ndarray, size: int
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A pair smaller than the crop, reflected out to at least ``size`` a side; the added pixels are invalid."""
-    ph, pw = max(0, size - x.shape[0]), max(0, size - x.shape[1])
-    pad = ((0, ph), (0, pw))
-    return (np.pad(x, pad, mode="symmetric"), np.pad(opt, pad + ((0, 0),), mode="symmetric"),
-            np.pad(valid, pad, mode="constant"))
+    """A pair smaller than the crop, mirrored out to at least ``size`` a side (``tiling.mirror_index``); the added
+    pixels are invalid."""
+    (h, w), thin = x.shape, min(x.shape) < 2
+    rows, cols = mirror_index(h, size, edge=thin)[:, None], mirror_index(w, size, edge=thin)
+    inside = (np.arange(rows.shape[0]) < h)[:, None] & (np.arange(cols.shape[0]) < w)
+    return x[rows, cols], opt[rows, cols], valid[rows, cols] & inside

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import metrics
-from .data import PairRef, build_splits, load_config, pair_sizes, read_pair
+from .data import PairRef, build_splits, load_config, pair_sizes, pair_valid, read_pair
 from .errors import SarColorError
 from .looks import LOOKS
 from .preprocess import SceneStats, scene_stats, to_db
@@ -80,12 +80,6 @@ def _display(sar_raw: np.ndarray, sar_valid: np.ndarray, stats: SceneStats) -> n
             grey = np.rint(np.clip(lin, 0.0, 1.0) * 255.0)
     grey[~sar_valid | ~np.isfinite(grey)] = 0
     return grey.astype(np.uint8)
-
-
-def pair_valid(sar_valid: np.ndarray, opt: np.ndarray, opt_valid: np.ndarray) -> np.ndarray:
-    """Scored pixels: valid in both images. Black optical (0, 0, 0) counts as nodata, as in training:
-    it is the fill of reprojected PNG/JPEG tiles, which carry no nodata mask."""
-    return sar_valid & opt_valid & (opt.max(axis=2) > 0)
 
 
 # ------------------------------------------------------------------------------------------- models

@@ -19,6 +19,7 @@ from torch import nn
 from . import looks
 from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
+from .tiling import mirror_index
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The default is contextnet (colour from the SAR's context statistics, trained on every shared source);
@@ -126,11 +127,14 @@ class Block(nn.Module):
 
 
 def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
-    """Pad (N, C, H, W) at the bottom and right to multiples of ``m`` (mirrored where the image is big enough)."""
+    """Pad (N, C, H, W) at the bottom and right to multiples of ``m``, mirrored as ``tiling.pad_to_multiple``."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % m, (-w) % m
     if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        thin = min(h, w) < 2
+        rows, cols = (torch.from_numpy(mirror_index(n, n + p, edge=thin)).to(x.device)
+                      for n, p in ((h, ph), (w, pw)))
+        x = x.index_select(-2, rows).index_select(-1, cols)
     return x
 
 

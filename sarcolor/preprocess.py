@@ -49,11 +49,17 @@ class SceneStats:
         return gain, gain - 1.0
 
 
+def scale_of_type(scale: str, dtype: np.dtype | str) -> str:
+    """``scale`` as far as the pixel type decides it: "auto" on 8-bit pixels is "8bit" (a display product, for
+    colorize, training and evaluation alike); other types stay "auto" until their values are seen."""
+    return "8bit" if scale == "auto" and np.dtype(dtype) == np.uint8 else scale
+
+
 def detect_scale(sample: np.ndarray, dtype: np.dtype | str) -> str:
     """Guess the scaling from dtype and value range of valid pixels; the caller logs the decision."""
     dtype = np.dtype(dtype)
-    if dtype == np.uint8:
-        return "8bit"
+    if scale_of_type("auto", dtype) != "auto":
+        return scale_of_type("auto", dtype)
     v = valid_values(sample, None)
     if v.size == 0:
         raise SarColorError("no valid pixels to decide the scale from")

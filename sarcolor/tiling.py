@@ -68,15 +68,23 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[list[Til
     return [[Tile(y, x, th, tw) for x in xs] for y in axis_starts(height, tile, overlap)]
 
 
+def mirror_index(n: int, size: int, *, edge: bool = False) -> np.ndarray:
+    """Indices 0..n-1 continued to ``size`` by mirroring without repeating the edge pixel (numpy's "reflect",
+    reflected again where ``size`` exceeds the image), or by repeating the edge pixel with ``edge`` (or n == 1).
+
+    The one padding rule of inference, the models and training: padded images are ``a[..., rows, cols]``.
+    """
+    return np.pad(np.arange(n), (0, max(0, size - n)), mode="edge" if edge or n < 2 else "reflect")
+
+
 def pad_to_multiple(a: np.ndarray, multiple: int) -> np.ndarray:
     """Pad the last two axes (bottom/right) up to a multiple, mirroring the image so no edge is invented."""
     h, w = a.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if not (ph or pw):
         return a
-    pad = [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)]
-    # numpy's reflect repeats the reflection for pads wider than the image, but needs 2+ pixels.
-    return np.pad(a, pad, mode="reflect" if min(h, w) > 1 else "edge")
+    thin = min(h, w) < 2  # a one-pixel line: repeated in both directions
+    return a[..., mirror_index(h, h + ph, edge=thin)[:, None], mirror_index(w, w + pw, edge=thin)]
 
 
 def taper(n: int, overlap: int, floor: float = WINDOW_FLOOR) -> np.ndarray:

@@ -54,6 +54,7 @@ from .models import (
     seed_config,
 )
 from .preprocess import scene_input
+from .tiling import pad_to_multiple
 
 log = logging.getLogger("sarcolor")
 
@@ -528,7 +529,7 @@ def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
         s = min(size, h, w) // multiple * multiple  # the model takes multiples of this
         if s == 0:  # a patch smaller than the model's multiple: all of it, mirrored out (scored unpadded)
             s = min(h, w)
-            x = np.pad(x, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode="symmetric")
+            x = pad_to_multiple(x, multiple)
         r, c = (h - s) // 2, (w - s) // 2
         x = x[:, r:r + max(s, multiple), c:c + max(s, multiple)]
         items.append((torch.from_numpy(x.copy())[None], opt[r:r + s, c:c + s], ref.render))

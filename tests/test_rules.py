@@ -79,3 +79,60 @@ def test_server_resolves_device_as_colorize_does(monkeypatch: pytest.MonkeyPatch
     if not torch.cuda.is_available():
         with pytest.raises(SarColorError, match="no CUDA GPU is available"):
             server.create_app(model=tiny_model_path, workers=1, device="cuda")
+
+
+# ------------------------------------------------------------------------------------------- padding
+@pytest.mark.parametrize("shape", [(1, 1, 5, 7), (2, 1, 3, 30), (1, 2, 1, 9), (1, 1, 64, 65), (1, 1, 2, 2)])
+def test_one_padding_rule(shape: tuple[int, ...]) -> None:
+    """Inference (tiling), the models' own padding and training's small-patch padding mirror alike, also where
+    the padding is wider than the image (numpy's repeated reflection)."""
+    import torch
+
+    from sarcolor.data import _padded
+    from sarcolor.models import _pad_to_multiple
+    from sarcolor.tiling import pad_to_multiple
+
+    a = np.random.default_rng(0).random(shape).astype(np.float32)
+    for m in (4, 16):
+        want = pad_to_multiple(a, m)
+        assert want.shape[-2:] == tuple(-(-n // m) * m for n in shape[-2:])
+        np.testing.assert_array_equal(_pad_to_multiple(torch.from_numpy(a), m).numpy(), want)
+    x = a[0, 0]
+    if max(x.shape) <= 16:  # training pads a patch smaller than the crop to the crop; the added pixels invalid
+        opt = np.repeat(x[..., None], 3, -1)
+        px, popt, pv = _padded(x, opt, np.ones(x.shape, bool), 16)
+        np.testing.assert_array_equal(px, pad_to_multiple(x, 16))
+        np.testing.assert_array_equal(popt, np.moveaxis(pad_to_multiple(np.moveaxis(opt, -1, 0), 16), 0, -1))
+        assert pv.sum() == x.size and pv[:x.shape[0], :x.shape[1]].all()
+
+
+# ------------------------------------------------------------------------------- valid pixels, 8-bit scale
+def test_black_optical_is_no_data_for_training_and_scoring(tmp_path: Path) -> None:
+    """A black optical pixel is left out of training (``_training_arrays``) and of scoring (``pair_valid``)."""
+    from sarcolor import evaluate
+    from sarcolor.data import _training_arrays
+
+    sar = write_geotiff(tmp_path / "s1" / "a.tif", np.random.default_rng(1).uniform(-25, -5, (16, 16)
+                                                                                     ).astype(np.float32))
+    opt = np.full((3, 16, 16), 90, np.uint8)
+    opt[:, 3, 4] = 0  # black: the fill of a reprojected tile
+    opt[0, 5, 6] = 0  # red 0 alone is a colour
+    ref = PairRef("a", sar, write_geotiff(tmp_path / "opt" / "a.tif", opt), "g")
+    _, sv, o, ov, _ = read_pair(ref)
+    scored = evaluate.pair_valid(sv, o, ov)
+    np.testing.assert_array_equal(_training_arrays(ref, "logpct")[2], scored)
+    assert not scored[3, 4] and scored[5, 6] and scored.sum() == 16 * 16 - 1
+
+
+@pytest.mark.parametrize(("dtype", "want"), [(np.uint8, "8bit"), (np.uint16, "auto"), (np.float32, "auto")])
+def test_8bit_pixels_mean_8bit_scale(tmp_path: Path, dtype: type, want: str) -> None:
+    """8-bit SAR is an 8-bit display product for training/evaluation (``read_pair``) and for colorize."""
+
+    from sarcolor.preprocess import scene_stats
+
+    pixels = np.random.default_rng(2).integers(1, 250, (16, 16)).astype(dtype)
+    sar = write_geotiff(tmp_path / "s1.tif", pixels)
+    ref = PairRef("a", sar, write_geotiff(tmp_path / "opt.tif", np.full((3, 16, 16), 90, np.uint8)), "g")
+    assert read_pair(ref)[4] == want
+    if want == "8bit":
+        assert scene_stats(pixels, None, "auto").scale == "8bit"  # what colorize decides on these pixels
