@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             return run(args)
     except SarColorError as exc:
         print(f"sarcolor: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except Stopped as exc:
         print(f"sarcolor: stopped by {exc}", file=sys.stderr)
         return 128 + exc.signum

@@ -45,6 +45,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .atomic import remove_temps_of, write_text_atomic
 from .engine import (
     ModelLike,
     colorize_file,
@@ -57,7 +58,7 @@ from .engine import (
 )
 from .errors import SarColorError
 from .models import check_render, resolve_model_path
-from .raster import WRITE_DRIVERS, remove_temps_of, write_text_atomic
+from .raster import WRITE_DRIVERS
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -45,10 +45,11 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from .atomic import write_text_atomic
 from .colour import lab_blocks
 from .errors import SarColorError
 from .preprocess import SCALES, scale_of_type, scene_input
-from .raster import file_band, gdal_env, write_text_atomic  # gdal_env: inference's GDAL settings (truncated files fail)
+from .raster import file_band, gdal_env  # gdal_env: inference's GDAL settings (truncated files fail)
 from .tiling import mirror_index
 
 log = logging.getLogger("sarcolor")

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .errors import SarColorError
+from .errors import SarColorError, WriteFailed
 from .looks import check_look
 from .models import ModelConfig, check_render, load_model, predict_look, resolve_model_path
 from .preprocess import SCALES, SceneStats, model_input, scene_stats
@@ -284,7 +284,7 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
 
 def _named(name: str, exc: SarColorError) -> SarColorError:
     msg = str(exc)
-    return exc if msg.startswith(name) else SarColorError(f"{name}: {msg}")
+    return exc if msg.startswith(name) or isinstance(exc, WriteFailed) else SarColorError(f"{name}: {msg}")
 
 
 def _colorize_source(source: SarSource, model: nn.Module, cfg: ModelConfig, sink: RowSink, *, scale: str,

@@ -1,5 +1,14 @@
-"""The one exception type that the CLI turns into a one-line message and a non-zero exit."""
+"""The exception types that the CLI turns into a one-line message and a non-zero exit."""
 
 
 class SarColorError(Exception):
     """A user-facing problem (bad input, bad option). Its message is shown as is, without a traceback."""
+
+    exit_code = 2
+
+
+class WriteFailed(SarColorError):
+    """An output could not be written whole (a full disk, say); nothing was left at its path. Not the user's
+    input's fault, hence exit code 1 rather than 2."""
+
+    exit_code = 1

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import looks
+from .atomic import write_atomic
 from .colour import ab_grid, annealed_mean
 from .errors import SarColorError
 from .tiling import mirror_index
@@ -533,13 +535,23 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     """Write a safetensors file atomically (a temporary file beside it, then renamed), readable as any file
     this user creates is: safetensors makes its files owner-only (0600), so a model exported to a shared
     folder could not be read by the colleagues it was made for."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o666 & ~mask)
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o666 & ~mask)
+
+    write_atomic(path, write, verify=_verify_safetensors, errors=(SafetensorError,))
+
+
+def _verify_safetensors(path: Path) -> None:
+    """Raises when the file is not a whole safetensors file (its header's offsets past its end, say)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        names = list(f.keys())
+        if names:
+            f.get_slice(names[-1])
 
 
 def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig, card: str = "") -> None:

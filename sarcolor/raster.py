@@ -16,17 +16,12 @@ for tools that do not understand alpha.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 import os
-import re
-import secrets
-import signal
-import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,7 +35,8 @@ from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from .errors import SarColorError
+from .atomic import publish, remove_stale_temps, remove_temp, signals_held, temp_name, write_failed
+from .errors import SarColorError, WriteFailed
 
 try:  # GDAL errors that rasterio does not wrap in a RasterioError (private module, hence the fallback)
     from rasterio._err import CPLE_BaseError as _CPLError
@@ -517,107 +513,16 @@ def check_output(src: str | Path | None, dst: str | Path) -> Path:
     return dst
 
 
-# What _temp_name makes (and GDAL's side files of it): ".NAME.<pid>-<8 hex>.<part|cog|out>.tmp[.ovr.tmp|.aux.xml]"
-_swept: set[Path] = set()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete the temporary outputs that a killed run (SIGKILL, power loss) left in ``folder``: those whose
-    process is no longer running on this machine. Once per folder per process; returns what was removed."""
-    folder = folder.resolve()
-    if folder in _swept:
-        return []
-    if len(_swept) > 10_000:  # a long-running server writes into many job folders
-        _swept.clear()
-    _swept.add(folder)
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return []
-    for e in entries:
-        m = _TEMP_RE.fullmatch(e.name)
-        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])) and e.is_file():
-            try:
-                os.unlink(e.path)
-            except OSError:
-                continue
-            removed.append(Path(e.path))
-    if removed:
-        log.warning("%s: removed %d temporary file(s) left by an interrupted run (%s)", folder, len(removed),
-                    ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
-    return removed
-
-
-def _temp_name(dst: Path, tag: str) -> Path:
-    # Hidden, unique, in the output's own folder (so os.replace is an atomic rename on the same filesystem),
-    # and created by GDAL itself so that it gets the usual umask permissions.
-    return dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.{tag}.tmp")
-
-
-# _temp_name's names (output name, writer's pid), and the side files GDAL may add to them
-_TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.[a-z]+\.tmp(\.ovr\.tmp|\.aux\.xml)?")
-
-
-def remove_temps_of(outputs: Iterable[Path]) -> int:
-    """Delete temporary files that killed writers of ``outputs`` left behind (a process killed with SIGKILL
-    cannot clean up); returns how many. Only for when no writer of these outputs can still be running."""
-    names: dict[Path, set[str]] = {}
-    for dst in outputs:
-        names.setdefault(dst.parent, set()).add(dst.name)
-    removed = 0
-    for folder, wanted in names.items():
-        try:
-            entries = [e.name for e in os.scandir(folder)]
-        except OSError:
-            continue
-        for name in entries:
-            m = _TEMP_RE.fullmatch(name)
-            if m and m["name"] in wanted:
-                (folder / name).unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file so that readers see the old or the new content, never half of it."""
-    tmp = _temp_name(path, "txt")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGTERM/SIGINT/SIGHUP back until the block is done, then deliver them. (Handlers, not a signal mask:
-    a mask holds only this thread, and the kernel hands a process's signal to any thread that does not block
-    it; Python then runs the handler in the main thread anyway.) Main thread only, where handlers can be set."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    names = [n for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n)]
-    old = {getattr(signal, n): signal.signal(getattr(signal, n), lambda signum, _: pending.append(signum))
-           for n in names}
-    try:
-        yield
-    finally:
-        for signum, handler in old.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        for signum in pending:
-            signal.raise_signal(signum)
+def verify_raster(path: Path) -> None:
+    """Re-open a just-written image and decode its last block (for PNG and JPEG: the whole image, which a
+    read of the last row needs), so that a file GDAL or libpng failed to finish (a full disk while closing,
+    which neither reports) raises here instead of passing for an output."""
+    with gdal_env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            bh, bw = ds.block_shapes[0]
+            y, x = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+            ds.read(window=Window(x, y, ds.width - x, ds.height - y))
 
 
 class RGBWriter:
@@ -654,7 +559,7 @@ class RGBWriter:
         if not self.geotiff and width * height <= MEM_PIXELS:  # PNG/JPEG are written whole at the end anyway
             profile = dict(driver="MEM", width=width, height=height, count=3, dtype="uint8")
         else:
-            self.tmp = _temp_name(self.dst, "part")
+            self.tmp = temp_name(self.dst, "part")
             self.temps.append(self.tmp)
         self.ds: Any = None
         try:  # a stop (SIGTERM, Ctrl-C) before the caller's ``with`` holds this writer still removes the file
@@ -668,6 +573,10 @@ class RGBWriter:
                 self.ds.rpcs = georef.rpcs
             if tags:
                 self.ds.update_tags(**tags)
+        except _GDAL_ERRORS as exc:
+            err = self._failed(exc)
+            self.abort()
+            raise err from None
         except BaseException:
             self.abort()
             raise
@@ -690,55 +599,79 @@ class RGBWriter:
         # one piece (a strip of whole blocks, the usual case) is written as it is: no second full-width copy
         rgb = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
         n = rgb.shape[1] if final else rgb.shape[1] // BLOCK * BLOCK
-        self.ds.write(rgb[:, :n], window=Window(0, self._written, self.width, n))
+        try:
+            self.ds.write(rgb[:, :n], window=Window(0, self._written, self.width, n))
+        except _GDAL_ERRORS as exc:
+            raise self._failed(exc) from None
         self._written += n
         rest = rgb[:, n:]
         self._pending = [rest] if rest.shape[1] else []
         self._pending_rows = rest.shape[1]
 
     def commit(self) -> Path:
-        """Finish the file: convert it to its final format and move it over ``dst`` in one rename."""
+        """Finish the file: convert it to its final format, check it reads back whole, and move it over ``dst``
+        in one rename. A write that failed (a full disk) raises ``WriteFailed`` and leaves nothing behind."""
         if self._written != self.height:
             raise ValueError(f"only {self._written} of {self.height} rows were written")
+        try:
+            final = self._finish()
+        except _GDAL_ERRORS as exc:
+            err = self._failed(exc)
+            self.abort()
+            raise err from None
+        except BaseException:
+            self.abort()
+            raise
+        self.temps.remove(final)
+        try:
+            publish(final, self.dst, verify_raster, _GDAL_ERRORS)
+        finally:
+            self.abort()  # the intermediate of a conversion
+        return self.dst
+
+    def _failed(self, exc: BaseException) -> WriteFailed:
+        return write_failed(self.dst, exc, *self.temps)
+
+    def _finish(self) -> Path:
+        """Close the stream and write the final format into a temporary file; returns that file."""
         if self.tmp is not None:
-            self.ds.close()
+            ds, self.ds = self.ds, None
+            ds.close()
         final = self.tmp
         with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():  # PAM off: no .aux.xml files
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if self.driver == "GTiff" and _has_cog():
-                final = _temp_name(self.dst, "cog")
+                final = temp_name(self.dst, "cog")
                 self.temps.append(final)
                 rasterio.shutil.copy(self.tmp, final, driver="COG", compress="DEFLATE", predictor="YES",
                                      blocksize=BLOCK, overview_resampling="AVERAGE", bigtiff="IF_SAFER",
                                      num_threads="ALL_CPUS")
             elif self.driver in ("PNG", "JPEG"):
-                final = _temp_name(self.dst, "out")
+                final = temp_name(self.dst, "out")
                 self.temps.append(final)
                 # zlevel 1: a sixth of the default 6's time for ~17% larger files (zlevel 3: 40% slower than 1
                 # for 7% smaller files); colorized SAR is texture-rich and compresses little either way.
                 opts = {"quality": 95} if self.driver == "JPEG" else {"zlevel": 1}
                 rasterio.shutil.copy(self.tmp or self.ds, final, driver=self.driver, **opts)
-                self.ds.close()
         assert final is not None
-        os.replace(final, self.dst)
-        self.temps.remove(final)
-        self._cleanup()
-        return self.dst
+        return final
 
     def abort(self) -> None:
         """Remove every temporary file. A second stop (SIGTERM from a dying parent, say, while a broken pipe is
         already unwinding) must not cut the cleanup short: those signals wait until it is done."""
-        with _signals_held():
+        with signals_held():
             try:
                 if self.ds is not None:
-                    self.ds.close()
+                    ds, self.ds = self.ds, None
+                    ds.close()
+            except _GDAL_ERRORS:
+                pass  # closing a file that is being thrown away: its write errors do not matter
             finally:
                 self._cleanup()
 
     def _cleanup(self) -> None:
         for p in self.temps:
-            for q in (p, p.with_name(p.name + ".ovr.tmp"), p.with_name(p.name + ".aux.xml")):
-                q.unlink(missing_ok=True)
+            remove_temp(p)
         self.temps.clear()
 
     def __enter__(self) -> RGBWriter:

@@ -51,10 +51,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import version
-from .errors import SarColorError
+from .atomic import write_atomic
+from .errors import SarColorError, WriteFailed
 from .looks import LOOKS
 from .preprocess import SCALES
-from .raster import parse_bands
+from .raster import GDAL_ERRORS, parse_bands, verify_raster
 from .workers import JobTimeout, WorkerPool
 
 log = logging.getLogger("sarcolor")
@@ -137,8 +138,6 @@ def inspect_image(path: Path, kind: str, max_pixels: int) -> ImageInfo:
         info = ImageInfo(kind, width, height, bands, "uint16" if mode.startswith("I;16") else "uint8", False)
     else:
         import rasterio
-
-        from .raster import GDAL_ERRORS
 
         try:
             with _gdal_env(), rasterio.open(path, driver="GTiff") as ds:  # driver: TIFF magic, TIFF reader
@@ -229,7 +228,7 @@ def write_input_preview(src: Path, dst: Path, *, bands: list[int] | None, polari
         except SarColorError:  # nothing valid: a black preview is honest
             grey = np.zeros(data.shape, np.float32)
     grey = np.where(valid, np.nan_to_num(grey), 0).astype(np.uint8)
-    Image.fromarray(grey, mode="L").save(dst, compress_level=3)
+    Image.fromarray(grey, mode="L").save(dst, format="PNG", compress_level=3)
 
 
 def write_png(src_tif: Path, dst: Path, max_side: int | None = None) -> None:
@@ -257,7 +256,7 @@ def write_png(src_tif: Path, dst: Path, max_side: int | None = None) -> None:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[0]]
     pixels = arr[0] if mode == "L" else np.ascontiguousarray(np.moveaxis(arr, 0, -1))
-    Image.fromarray(pixels, mode=mode).save(dst, compress_level=3)
+    Image.fromarray(pixels, mode=mode).save(dst, format="PNG", compress_level=3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,10 +530,8 @@ def _engine_error(exc: SarColorError, folder: Path) -> ApiError:
 # What a worker process does (sarcolor.workers runs these in the child)
 # --------------------------------------------------------------------------------------------------
 def _atomic(dst: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp) then rename tmp to dst: a reader never sees half a file."""
-    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
-    write(tmp)
-    tmp.replace(dst)
+    """write(tmp), checked, then renamed to dst: a reader never sees half a file."""
+    write_atomic(dst, write, verify=verify_raster, errors=GDAL_ERRORS)
 
 
 def _full_png(_state: Any, src: Path, dst: Path, *, progress: Callable[[int, int], None]) -> None:
@@ -563,7 +560,9 @@ def _work(state: tuple[Any, Any], folder: Path, src: Path, opts: dict, preview_m
     try:
         with _gdal_env():
             colorize_file(src, folder / "result.tif", module, cfg, progress=progress, **opts)
-        write_png(folder / "result.tif", folder / "preview.png", preview_max)
+        _atomic(folder / "preview.png", lambda tmp: write_png(folder / "result.tif", tmp, preview_max))
+    except WriteFailed:  # the server's own disk, not the upload: the client may try again later
+        return 507, "the server could not store the result (its disk is full?); try again later"
     except SarColorError as exc:
         err = _engine_error(exc, folder)
         return err.status, err.message

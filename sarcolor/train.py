@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import losses
+from .atomic import write_text_atomic
 from .colour import ab_grid, rebalance_weights
 from .data import CropDataset, PairRef, PixelDataset, build_splits, load_config, read_pair, write_split
 from .engine import resolve_device, to_uint8
@@ -626,12 +628,11 @@ def _trim_log(csv_path: Path, step: int) -> None:
         return
     with open(csv_path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, _CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(csv_path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, _CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(csv_path, text.getvalue())
 
 
 def _best_val(csv_path: Path, key: str = "ciede2000") -> float:

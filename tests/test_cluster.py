@@ -21,11 +21,12 @@ from fixtures import db_to_8bit, sar_db, write_geotiff, write_png
 
 import sarcolor
 from sarcolor import cluster
+from sarcolor.atomic import remove_temps_of
+from sarcolor.atomic import temp_name as _temp_name
 from sarcolor.cli import main
 from sarcolor.cluster import MANIFEST, Manifest, colorize_on_cluster, run_settings
 from sarcolor.engine import colorize_paths
 from sarcolor.errors import SarColorError
-from sarcolor.raster import _temp_name, remove_temps_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

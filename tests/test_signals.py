@@ -91,7 +91,7 @@ def test_the_next_run_removes_what_a_killed_run_left(scene, tiny_model_path: Pat
 
 
 def test_temporary_files_of_running_processes_are_kept(tmp_path: Path) -> None:
-    from sarcolor.raster import remove_stale_temps
+    from sarcolor.atomic import remove_stale_temps
 
     mine = tmp_path / f".a.tif.{os.getpid()}-0123abcd.part.tmp"
     dead = tmp_path / ".b.tif.999999999-0123abcd.cog.tmp"  # no such process (above any pid_max)
