@@ -69,6 +69,13 @@ _MAGIC: list[tuple[bytes, str]] = [
     (b"II+\x00", "tiff"),  # BigTIFF
     (b"MM\x00+", "tiff"),
 ]
+# The optical renderings of the shipped model in the analyst's words (the page shows another model's by name).
+RENDER_NAMES = {
+    "s2-l1c-p99": "Sentinel-2 true colour (California, Texas)",
+    "sih-display": "ISRO's sample scenes (India)",
+    "sen12": "SEN1-2 (worldwide)",
+    "ben-l2a": "BigEarthNet, Sentinel-2 L2A (Europe)",
+}
 _EXT = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
 _MAX_BANDS = 16  # with max_pixels this bounds the decoded bytes of a TIFF too
 _MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers around the file itself
@@ -666,7 +673,7 @@ class _Service:
         conf = self.conf
         return {"name": self.model_name, "arch": self.cfg.arch, "parameters": count_params(self.module),
                 "device": conf.device, "polarisation": self.cfg.polarisation, "config": asdict(self.cfg),
-                "card": self.card,
+                "card": self.card, "render_names": {r: RENDER_NAMES.get(r, r) for r in self.cfg.renders},
                 "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
                            "sync_max_pixels": conf.sync_max_pixels, "preview_max": conf.preview_max,
                            "ttl_s": conf.ttl, "job_timeout_s": conf.job_timeout,

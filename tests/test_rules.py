@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,47 @@ def test_8bit_pixels_mean_8bit_scale(tmp_path: Path, dtype: type, want: str) -> 
     assert read_pair(ref)[4] == want
     if want == "8bit":
         assert scene_stats(pixels, None, "auto").scale == "8bit"  # what colorize decides on these pixels
+
+
+# ------------------------------------------------------------------ option lists copied outside the package
+ROOT = Path(__file__).resolve().parents[1]
+QGIS = ROOT / "qgis_plugin" / "sarcolor_qgis"
+STATIC = ROOT / "sarcolor" / "static"
+
+
+@pytest.mark.skipif(not QGIS.is_dir(), reason="the QGIS plugin's source (qgis_plugin/) is not here")
+def test_qgis_plugin_offers_the_packages_options() -> None:
+    """The plugin runs in QGIS's Python, without sarcolor: its copies of the scales, looks and rendering names
+    must be the package's."""
+    import importlib.util
+
+    from sarcolor.looks import LOOKS
+    from sarcolor.models import load_model
+    from sarcolor.preprocess import SCALES
+
+    spec = importlib.util.spec_from_file_location("qgis_runner", QGIS / "runner.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    assert tuple(runner.SCALES) == SCALES and tuple(runner.LOOKS) == LOOKS
+    help_text = (QGIS / "algorithm.py").read_text()
+    listed = re.search(r"renderings: (.*?)\.</p>", help_text, re.S)
+    assert listed, "algorithm.py's help no longer lists the renderings"
+    names = re.findall(r"([\w-]+) \(", " ".join(listed[1].split()))
+    renders = load_model("default")[1].renders
+    assert set(names) | {renders[0]} == set(renders)  # the first (the default) is named in words
+
+
+def test_page_offers_the_packages_options() -> None:
+    """The page's scale choices and look buttons are the package's; rendering names come from the server."""
+    from sarcolor.looks import LOOKS
+    from sarcolor.models import load_model
+    from sarcolor.preprocess import SCALES
+    from sarcolor.server import RENDER_NAMES
+
+    html = (STATIC / "index.html").read_text()
+    select = re.search(r'<select id="scale".*?</select>', html, re.S)
+    assert select and tuple(re.findall(r'<option value="([^"]+)"', select[0])) == SCALES
+    assert tuple(re.findall(r'name="look" value="([^"]+)"', html)) == LOOKS
+    assert set(load_model("default")[1].renders) <= set(RENDER_NAMES)  # the shipped model's, in words
+    app = (STATIC / "app.js").read_text()
+    assert "render_names" in app and not any(f'"{name}"' in app for name in RENDER_NAMES)  # no copy in the page

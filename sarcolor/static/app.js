@@ -9,21 +9,14 @@ let busy = false;
 let pollTimer = null;
 
 // ------------------------------------------------------------------ model info
-// The optical renderings of the shipped models, in the analyst's words (another model's show as their names).
-const RENDER_NAMES = {
-  "s2-l1c-p99": "Sentinel-2 true colour (California, Texas)",
-  "sih-display": "ISRO's sample scenes (India)",
-  "sen12": "SEN1-2 (worldwide)",
-  "ben-l2a": "BigEarthNet, Sentinel-2 L2A (Europe)",
-};
-
-function showRenders(renders, chosen) {
+// names: the renderings in the analyst's words, from the server (/api/model's render_names)
+function showRenders(renders, chosen, names) {
   const sel = $("render");
   sel.replaceChildren();
   for (const name of renders) {
     const opt = document.createElement("option");
     opt.value = name;
-    opt.textContent = RENDER_NAMES[name] || name;
+    opt.textContent = names[name] || name;
     opt.selected = name === chosen;
     sel.append(opt);
   }
@@ -49,7 +42,7 @@ async function loadModel() {
       dd.textContent = String(v);
       meta.append(dt, dd);
     }
-    showRenders(m.config.renders || [], m.config.render);
+    showRenders(m.config.renders || [], m.config.render, m.render_names || {});
     $("model-card").textContent = m.card && m.card.trim() ? m.card : "(this model has no card)";
     $("limits").textContent =
       `Up to ${Math.round(limits.max_upload_mb)} MB and ${(limits.max_pixels / 1e6).toFixed(0)} megapixels.`;
