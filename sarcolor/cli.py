@@ -21,7 +21,7 @@ from typing import Any
 
 from . import version
 from .errors import SarColorError
-from .looks import LOOKS
+from .lightlooks import LOOKS
 from .preprocess import SCALES
 from .raster import parse_bands
 

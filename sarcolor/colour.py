@@ -13,12 +13,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-# sRGB (D65) -> XYZ, and the D65 white point.
-_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]])
+from .lightlooks import RGB2XYZ, WHITE
+
+# sRGB (D65) -> XYZ, and the D65 white point (``lightlooks`` holds them for both runtimes).
+_RGB2XYZ = torch.tensor(RGB2XYZ, dtype=torch.float32)
 _XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
-_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
+_WHITE = torch.tensor(WHITE, dtype=torch.float32)
 
 # The a*b* grid of the colour model: land cover (vegetation, soil, water, snow, built-up) lies well inside it.
 AB_STEP = 10.0

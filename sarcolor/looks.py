@@ -9,6 +9,8 @@
 The colour is set in Lab at the model's resolution, then carried to full resolution as BT.601 chroma (Cb, Cr)
 beside a full-resolution luma: three cheap passes per pixel instead of a full Lab -> RGB conversion.
 
+``lightlooks`` is the same in numpy (the light inference path) and holds the settings both use.
+
 Inputs are model inputs: SAR normalised by the scene's 1st-99th dB percentiles to about [-1, 1]
 (``preprocess.model_input`` with ``input_norm: logpct``), so the tone curve is the same for every tile.
 """
@@ -19,29 +21,19 @@ import torch
 import torch.nn.functional as F
 
 from .colour import lab_to_rgb, rgb_to_lab
-from .errors import SarColorError
-
-LOOKS = ("sar", "optical")
-
-LEE_SIZE = 5  # Lee filter window (pixels)
-# Speckle std in normalised-dB units (the scene's 1st-99th dB percentiles span 2). One value fits every shared
-# source, measured (session 11: the 25th percentile of the 5x5 local std of dB, the speckle of the flattest
-# places, over held-out and training scenes): volkov_s1s2 0.72 dB over a 7.6 dB range (0.19), SEN1-2 1.22 / 14.9
-# (0.16), BigEarthNet VH 1.60 / 15.4 (0.21), VV 1.44 / 14.8 (0.19), sih1733 1.79 / 25.7 (0.14). A fixed 2.2 dB
-# (Sentinel-1 GRD's nominal, ENL ~4.4) would be 0.47-0.57 on volkov_s1s2 and SEN1-2, whose exports carry much
-# less: tried, it smoothed their sar look to a blur (sharpness of the truth's 0.73 -> 0.23 on volkov_s1s2).
-# (0.12, used before session 8, left the speckle as salt and pepper.)
-LEE_NOISE = 0.2
-GREY_DARK, GREY_BRIGHT = 0.04, 0.96  # display grey of the scene's 1st / 99th dB percentiles (water dark,
-TONE_GAMMA = 1.25  # built-up bright); gamma > 1 darkens the mid-tones toward optical imagery's typical grey
-GUIDE_RADIUS = 2  # guided-filter box radius at the colour's (reduced) resolution
-GUIDE_EPS = 0.01  # guided-filter regularisation (guide in [0, 1]): larger keeps more of the model's own colour
-
-
-def check_look(look: str) -> str:
-    if look not in LOOKS:
-        raise SarColorError(f"unknown look {look!r}; use one of {', '.join(LOOKS)}")
-    return look
+from .lightlooks import (  # noqa: F401  (the looks' settings live with the numpy looks; re-exported)
+    CC2RGB,
+    GREY_BRIGHT,
+    GREY_DARK,
+    GUIDE_EPS,
+    GUIDE_RADIUS,
+    LEE_NOISE,
+    LEE_SIZE,
+    LOOKS,
+    RGB2YCC,
+    TONE_GAMMA,
+    check_look,
+)
 
 
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -97,8 +89,8 @@ def guided_upsample(guide: torch.Tensor, src: torch.Tensor, factor: int, radius:
 
 # BT.601 (JPEG) luma / chroma of gamma-encoded RGB: a linear split, so swapping the luma is three cheap passes
 # at full resolution (the colour itself is set at the model's reduced resolution, in Lab).
-_RGB2YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_CC2RGB = torch.tensor([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
+_RGB2YCC = torch.tensor(RGB2YCC, dtype=torch.float32)
+_CC2RGB = torch.tensor(CC2RGB, dtype=torch.float32)
 
 
 def chroma_of(rgb: torch.Tensor) -> torch.Tensor:

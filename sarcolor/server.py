@@ -53,7 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import version
 from .atomic import write_atomic
 from .errors import SarColorError, WriteFailed
-from .looks import LOOKS
+from .lightlooks import LOOKS
 from .preprocess import SCALES
 from .raster import GDAL_ERRORS, parse_bands, verify_raster
 from .workers import JobTimeout, WorkerPool

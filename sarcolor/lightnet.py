@@ -1,0 +1,156 @@
+"""ContextNet's forward pass in numpy: the light (torch-free) inference path of the default model.
+
+``models.ContextNet`` (torch) is what training runs; this is the same computation for inference without
+PyTorch, read from the same safetensors file (``safetensors.numpy``). Keep the two in step: a change to
+ContextNet's features or head must be made here too, and ``tests/test_light.py`` checks that they agree
+(random weights, every input channel count).
+
+    features(x, cfg) -> (F, h, w) context statistics of a normalised SAR tile (C, H, W)
+    head(feats, weights, render) -> (a*b* (2, h, w), L* (h, w))
+    LightNet.load(path) -> the model; LightNet.forward(x, look, render, tone) -> RGB (3, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from . import lightlooks
+from .errors import SarColorError
+from .modelfile import ModelConfig, check_render, read_config
+
+FACTOR = 4  # colour resolution: 1/4 of the input's
+HEAD_POSITIONS = 8192  # block positions per pass of the head: its 64-channel temporaries stay in the cache
+
+# Abramowitz and Stegun 7.1.26: erf(x) = 1 - (a1 t + ... + a5 t^5) exp(-x^2), t = 1 / (1 + p x), x >= 0;
+# absolute error below 1.5e-7 (numpy has no erf, and scipy is too large a dependency for the light install).
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function to within 1.5e-7 (float64)."""
+    z = np.abs(x, dtype=np.float64)
+    return np.copysign(1.0 - _erfc_scaled(z) * np.exp(-z * z), x)
+
+
+def _erfc_scaled(z: np.ndarray) -> np.ndarray:
+    """erfc(z) exp(z^2) for z >= 0 (A&S 7.1.26's polynomial), in z's dtype."""
+    dt = z.dtype.type
+    t = z * dt(_ERF_P)
+    t += 1
+    np.reciprocal(t, out=t)
+    acc = t * dt(_ERF_A[4])
+    for a in _ERF_A[3::-1]:  # Horner
+        acc += dt(a)
+        acc *= t
+    return acc
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """The exact (erf) GELU, x Phi(x), as torch's nn.GELU(), to within 2e-7 x |x| (plus x's own rounding).
+
+    Computed in x's precision: for float32 activations float64 gains nothing measurable (the largest difference
+    from torch's float64 GELU is 3.3e-7 either way, the float32 result's rounding) and costs twice the time."""
+    dt = x.dtype.type
+    z = np.abs(x)
+    z *= dt(1 / math.sqrt(2))
+    q = _erfc_scaled(z)
+    z *= z
+    np.negative(z, out=z)
+    q *= np.exp(z, out=z)
+    q *= np.abs(x)
+    q *= dt(0.5)  # |x| (1 - Phi(|x|)); x Phi(x) = max(x, 0) - |x| (1 - Phi(|x|)) for either sign
+    return np.subtract(np.maximum(x, dt(0)), q, out=q)
+
+
+def features(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """(C, H, W) normalised SAR, H and W multiples of 4 -> (C x (2 + 3 x len(windows)), H/4, W/4) context
+    statistics: per input channel, per 4x4 block its mean and standard deviation, then over square windows of
+    ``cfg.windows`` blocks the mean of the block means, their standard deviation and the mean block texture."""
+    out = []
+    for ch in x[:cfg.in_channels].astype(np.float32, copy=False):
+        m0 = lightlooks.avg_pool(ch, FACTOR)
+        s0 = _std(lightlooks.avg_pool(ch * ch, FACTOR), m0)
+        out += [m0, s0]
+        moments = np.stack([m0, m0 * m0, s0])
+        for size in cfg.windows:
+            m, q, t = lightlooks.box_filter(moments, size // 2)
+            out += [m, _std(q, m), t]
+    return np.stack(out)
+
+
+def _std(sq_mean: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    var = sq_mean - mean * mean
+    np.maximum(var, 0, out=var)
+    var += np.float32(1e-6)
+    return np.sqrt(var, out=var)
+
+
+def head(feats: np.ndarray, weights: dict[str, np.ndarray], render: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Context statistics (F, h, w) -> (a*b* (2, h, w), L* (h, w)): the per-pixel MLP (1x1 convolutions
+    inp -> + rendering bias -> GELU -> conv -> GELU -> conv to 3), a*b* and L* squashed into their ranges."""
+    n_feat, h, w = feats.shape
+    pos = feats.reshape(n_feat, h * w).T  # (positions, features)
+    w_in, w_mid, w_out = (weights[k][:, :, 0, 0].T for k in ("inp.weight", "mlp.1.weight", "mlp.3.weight"))
+    b_in = weights["inp.bias"] + weights["render_embed.weight"][render]
+    out = np.empty((h * w, 3), np.float32)
+    for i in range(0, h * w, HEAD_POSITIONS):  # a pixel's colour depends on its own statistics only
+        y = gelu(pos[i:i + HEAD_POSITIONS] @ w_in + b_in)
+        y = gelu(y @ w_mid + weights["mlp.1.bias"])
+        out[i:i + HEAD_POSITIONS] = y @ w_out + weights["mlp.3.bias"]
+    out = out.T.reshape(3, h, w)
+    ab = 60.0 * np.tanh(out[:2] / np.float32(60.0))
+    light = 50.0 + 50.0 * np.tanh(out[2] / np.float32(50.0))
+    return ab.astype(np.float32), light.astype(np.float32)
+
+
+@dataclass
+class LightNet:
+    """The default model (arch ``contextnet``) for numpy inference; ``forward`` gives either look."""
+
+    cfg: ModelConfig
+    weights: dict[str, np.ndarray]
+    multiple = FACTOR
+
+    @classmethod
+    def load(cls, path: str | Path) -> LightNet:
+        cfg = read_config(path)
+        if not supports(cfg):
+            raise SarColorError(f"{path}: model {cfg.arch!r} has no numpy runtime")
+        try:
+            weights = load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise SarColorError(f"{path}: not a readable safetensors model ({exc.__class__.__name__})") from None
+        expected = {"inp.weight", "inp.bias", "mlp.1.weight", "mlp.1.bias", "mlp.3.weight", "mlp.3.bias",
+                    "render_embed.weight"}
+        if set(weights) != expected:
+            raise SarColorError(f"{path}: weights do not match config {cfg.arch}")
+        return cls(cfg, {k: v.astype(np.float32) for k, v in weights.items()})
+
+    def render_index(self, render: str | None) -> int:
+        if not self.cfg.renders:  # a model trained without renderings: one colour balance for all
+            return 0
+        return list(self.cfg.renders).index(check_render(self.cfg, render))
+
+    def ab_light(self, x: np.ndarray, render: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(C, H, W) -> (a*b* (2, H/4, W/4), L* (H/4, W/4))."""
+        return head(features(x, self.cfg), self.weights, render)
+
+    def forward(self, x: np.ndarray, look: str = "sar", render: int = 0,
+                tone: tuple[float, float] | None = None) -> np.ndarray:
+        """A normalised SAR tile (C, H, W), sides multiples of 4 -> RGB (3, H, W) in [0, 1] in ``look``."""
+        ab, light = self.ab_light(x, render)
+        grey = lightlooks.sar_lightness(x[0], tone if look == "sar" else None)
+        if look == "sar":
+            return lightlooks.sar_look(grey, ab, FACTOR)
+        return lightlooks.optical_look(grey, ab, light, FACTOR)
+
+
+def supports(cfg: ModelConfig) -> bool:
+    """Whether the numpy runtime runs this model (ContextNet without the optical look's detail branch)."""
+    return cfg.arch == "contextnet" and not cfg.detail and cfg.input_norm == "logpct"
