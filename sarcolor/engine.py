@@ -12,7 +12,7 @@ Public entry points:
     colorize_file(src, dst, model_obj, cfg, ...) -> SceneInfo       (the CLI's and the server's path)
     colorize_paths(inputs, output, ...) -> exit code (the CLI)
     plan_jobs(inputs, out, out_ext) -> (input, output) pairs of a batch (also used by sarcolor.cluster)
-    get_model(model, device) -> (nn.Module, ModelConfig), cached
+    get_model(model, device) -> (LightNet or nn.Module, ModelConfig), cached
 """
 
 from __future__ import annotations
@@ -22,20 +22,23 @@ import logging
 import os
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .errors import SarColorError, WriteFailed
-from .looks import check_look
-from .models import ModelConfig, check_render, load_model, predict_look, resolve_model_path
+from . import lightnet
+from .errors import SarColorError, WriteFailed, require_torch
+from .lightlooks import check_look
+from .lightnet import LightNet
+from .modelfile import ModelConfig, check_render, read_config, resolve_model_path
 from .preprocess import SCALES, SceneStats, model_input, scene_stats
 from .raster import (
     READ_EXTS,
@@ -56,7 +59,8 @@ MAX_STATS_PIXELS = 4_000_000  # scene statistics from a decimated read of at mos
 EDGE_MARGIN = 32  # mirrored pixels added around a scene: 32 takes the frame from -18/255 to under 1/255
 BATCH_PIXELS = {"cpu": 1 << 20, "cuda": 16 << 20}  # tile pixels per forward pass
 
-ModelLike = str | Path | tuple[nn.Module, ModelConfig]
+Model = Any  # a LightNet (the numpy runtime) or a torch nn.Module
+ModelLike = str | Path | tuple[Model, ModelConfig]
 RowSink = Callable[[int, np.ndarray, np.ndarray], None]  # (first row, rgb (3, n, W) uint8, valid (n, W))
 Progress = bool | Callable[[int, int], None]  # True: a tqdm bar over tiles; a callable gets (done, total)
 
@@ -79,59 +83,66 @@ class SceneInfo:
 # --------------------------------------------------------------------------------------------------
 # model and device
 # --------------------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; asking for cuda without one is a user error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SarColorError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise SarColorError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+def _torch_runtime(what: str = "this model") -> types.ModuleType:
+    require_torch(what)
+    from . import torch_runtime
+
+    return torch_runtime
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """'auto' -> cuda when available, else cpu (a torch.device; needs PyTorch)."""
+    return _torch_runtime(f"--device {device}").resolve_device(device)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, device: str) -> tuple[nn.Module, ModelConfig]:
+def _load_light(path: str, mtime_ns: int) -> LightNet:
     del mtime_ns  # part of the cache key only: a re-exported model file is loaded again
-    return load_model(path, device=device)
+    return LightNet.load(path)
 
 
-def get_model(model: ModelLike = "default", device: str | torch.device = "auto"
-              ) -> tuple[nn.Module, ModelConfig]:
-    """A shipped name, a .safetensors path, or a (model, cfg) pair -> (model on device, cfg).
+def _is_torch_module(obj: object) -> bool:
+    return "torch" in sys.modules and sys.modules["torch"] is not None and _torch_runtime().is_module(obj)
 
+
+def get_model(model: ModelLike = "default", device: Any = "auto") -> tuple[Model, ModelConfig]:
+    """A shipped name, a .safetensors path, or a (model, cfg) pair -> (model, cfg).
+
+    A model the numpy runtime runs (``lightnet.supports``: the default) is a ``LightNet`` unless ``device`` asks
+    for a GPU; any other needs PyTorch (a one-line error without it) and comes as an nn.Module on ``device``.
     Files are loaded once per process and device (cached). A pair is moved only if ``device`` is explicit.
     """
     if isinstance(model, tuple):
-        if len(model) != 2 or not isinstance(model[0], nn.Module) or not isinstance(model[1], ModelConfig):
+        if (len(model) != 2 or not isinstance(model[1], ModelConfig)
+                or not (isinstance(model[0], LightNet) or _is_torch_module(model[0]))):
             raise SarColorError("model must be a name, a .safetensors path or a (module, config) pair")
         net, cfg = model
-        if device != "auto":
+        if device != "auto" and not isinstance(net, LightNet):
             net = net.to(resolve_device(device))
         return net, cfg
-    dev = resolve_device(device)
     path = resolve_model_path(model)
-    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, str(dev))
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    cfg = read_config(path)
+    if str(device) in ("auto", "cpu") and lightnet.supports(cfg):
+        return _load_light(*key), cfg
+    rt = _torch_runtime(f"model {model} ({cfg.arch})" if device in ("auto", "cpu") else f"--device {device}")
+    return rt.load_cached(*key, str(rt.resolve_device(device)))
 
 
 def model_loads() -> int:
     """How many model files this process has loaded so far (the cluster's workers report it)."""
-    return _load_cached.cache_info().misses
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+    loads = _load_light.cache_info().misses
+    if "sarcolor.torch_runtime" in sys.modules:
+        loads += sys.modules["sarcolor.torch_runtime"].load_cached.cache_info().misses
+    return loads
 
 
 def inference_threads() -> int:
-    """Torch threads for CPU inference: OMP_NUM_THREADS when set (a Dask worker's nanny sets 1), else all cores.
+    """Threads for CPU inference: OMP_NUM_THREADS when set (a Dask worker's nanny sets 1), else all cores.
 
-    The thread count is part of what makes outputs byte-exact: oneDNN's convolutions sum in a thread-dependent
-    order, so about one uint8 value in a million differs by 1 between, say, 1 and 2 threads.
+    The thread count is part of what makes the torch path's outputs byte-exact: oneDNN's convolutions sum in a
+    thread-dependent order, so about one uint8 value in a million differs by 1 between, say, 1 and 2 threads.
+    (The numpy runtime gives the same bytes whatever the count: each tile is computed by one thread.)
     """
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
@@ -139,41 +150,39 @@ def inference_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+_FLIPS = [(), (-1,), (-2,), (-2, -1)]  # test-time augmentation: the four flips of a tile
+
+
+def _light_tile(net: LightNet, x: np.ndarray, tta: bool, look: str, render: int,
+                tone: tuple[float, float] | None) -> np.ndarray:
+    """One (C, h, w) tile through the numpy runtime -> (3, h, w) float32 RGB in [0, 1]."""
+    if not tta:
+        return net.forward(x, look, render, tone)
+    y = sum(np.flip(net.forward(np.ascontiguousarray(np.flip(x, f)), look, render, tone), f) for f in _FLIPS)
+    return y / np.float32(len(_FLIPS))
+
+
+Predict = Callable[[np.ndarray], np.ndarray]  # (B, C, h, w) model input -> (B, 3, h, w) RGB in [0, 1]
+
+
 @contextmanager
-def _inference(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """eval + channels_last (faster convs on CPU and GPU) + all cores; the model's train flag is restored."""
-    was_training, threads = model.training, torch.get_num_threads()
-    model.eval()
-    model.to(memory_format=torch.channels_last)
-    if device.type == "cpu" and threads != inference_threads():
-        torch.set_num_threads(inference_threads())
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        model.train(was_training)
-
-
-def _predict(model: nn.Module, cfg: ModelConfig, batch: np.ndarray, device: torch.device, tta: bool,
-             look: str, render: str | None, tone: tuple[float, float] | None = None) -> np.ndarray:
-    """(B, C, h, w) model input -> (B, 3, h, w) float32 RGB in [0, 1] in ``look``; ``tta`` averages 4 flips;
-    ``tone``: the scene's ``SceneStats.tone_map``."""
-    x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
-    flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if tta else [()]
-    y = None
-    for dims in flips:
-        xi = torch.flip(x, dims).contiguous(memory_format=torch.channels_last) if dims else x
-        yi = predict_look(model, cfg, xi, look, render, tone)
-        yi = torch.flip(yi, dims) if dims else yi
-        y = yi if y is None else y + yi
-    assert y is not None
-    y = y.float()
-    if len(flips) > 1:
-        y /= len(flips)
-    y = y.add_(1.0).mul_(0.5)  # tanh [-1, 1] -> [0, 1], in place (a full-resolution tile)
-    return y.contiguous().cpu().numpy()
+def _runtime(model: Model, cfg: ModelConfig, tile_pixels: int, tta: bool, look: str, render: str | None,
+             tone: tuple[float, float] | None) -> Iterator[tuple[Predict, int]]:
+    """The model's predict function and how many tiles it takes at once, while inference is set up."""
+    threads = inference_threads()
+    if isinstance(model, LightNet):
+        index = model.render_index(render)
+        # Tiles in parallel threads: numpy releases the GIL in its array operations.
+        with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+            run = functools.partial(_light_tile, model, tta=tta, look=look, render=index, tone=tone)
+            mapper = pool.map if pool is not None else map
+            yield (lambda batch: np.stack(list(mapper(run, batch)))), threads
+        return
+    rt = _torch_runtime()
+    device = rt.model_device(model)
+    per_batch = max(1, BATCH_PIXELS.get(device.type, BATCH_PIXELS["cpu"]) // tile_pixels)
+    with rt.inference(model, device, threads):
+        yield (lambda batch: rt.predict(model, cfg, batch, device, tta, look, render, tone)), per_batch
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,13 +258,11 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
+def _run(source: SarSource, model: Model, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
          tta: bool, progress: Progress, look: str = "sar", render: str | None = None) -> None:
-    device = _model_device(model)
     multiple = int(getattr(model, "multiple", 1))
     th, tw = plan.grid[0][0].h, plan.grid[0][0].w
     window = blend_window(th, tw, plan.overlap)
-    per_batch = max(1, BATCH_PIXELS.get(device.type, BATCH_PIXELS["cpu"]) // (th * tw))
     acc = StripAccumulator(source.width)
     total = sum(len(r) for r in plan.grid)
     report = progress if callable(progress) else None
@@ -263,13 +270,13 @@ def _run(source: SarSource, model: nn.Module, cfg: ModelConfig, plan: _Plan, sin
                leave=False)
     done_tiles = 0
     tone = plan.stats.tone_map()  # one scene, one tone: the same for every tile
-    with bar, _inference(model, device):
+    with bar, _runtime(model, cfg, th * tw, tta, look, render, tone) as (predict, per_batch):
         for i, (row, raw, valid) in enumerate(_strips(source, plan.grid)):
             for b in range(0, len(row), per_batch):
                 tiles = row[b:b + per_batch]
                 batch = pad_to_multiple(np.stack([_tile_input(raw, valid, t, plan, cfg) for t in tiles]),
                                         multiple)
-                out = _predict(model, cfg, batch, device, tta, look, render, tone)[:, :, :th, :tw]
+                out = predict(batch)[:, :, :th, :tw]
                 for t, o in zip(tiles, out, strict=True):
                     acc.add(t, o, window)
                 bar.update(len(tiles))
@@ -287,7 +294,7 @@ def _named(name: str, exc: SarColorError) -> SarColorError:
     return exc if msg.startswith(name) or isinstance(exc, WriteFailed) else SarColorError(f"{name}: {msg}")
 
 
-def _colorize_source(source: SarSource, model: nn.Module, cfg: ModelConfig, sink: RowSink, *, scale: str,
+def _colorize_source(source: SarSource, model: Model, cfg: ModelConfig, sink: RowSink, *, scale: str,
                      tta: bool, progress: Progress, before: Callable[[], None] | None = None,
                      look: str = "sar", render: str | None = None) -> SceneInfo:
     t0 = time.perf_counter()
@@ -329,7 +336,7 @@ def _array_sink(height: int, width: int) -> tuple[np.ndarray, np.ndarray, RowSin
 
 def colorize_with_mask(image: np.ndarray | str | Path, model: ModelLike = "default", *, scale: str = "auto",
                        bands: int | Sequence[int] | None = None, nodata: float | None = None,
-                       device: str | torch.device = "auto", tta: bool = False, progress: Progress = False,
+                       device: Any = "auto", tta: bool = False, progress: Progress = False,
                        look: str = "sar", render: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Colorize an array ((H, W) or (bands, H, W)) or an image file in memory.
 
@@ -347,7 +354,7 @@ def colorize_with_mask(image: np.ndarray | str | Path, model: ModelLike = "defau
 
 def colorize(image: np.ndarray | str | Path, model: ModelLike = "default", *, scale: str = "auto",
              bands: int | Sequence[int] | None = None, nodata: float | None = None,
-             device: str | torch.device = "auto", tta: bool = False, progress: Progress = False,
+             device: Any = "auto", tta: bool = False, progress: Progress = False,
              look: str = "sar", render: str | None = None) -> np.ndarray:
     """Colorize an array ((H, W) or (bands, H, W)) or an image file; returns (H, W, 3) uint8 RGB.
 
@@ -358,8 +365,8 @@ def colorize(image: np.ndarray | str | Path, model: ModelLike = "default", *, sc
                               progress=progress, look=look, render=render)[0]
 
 
-def colorize_array(model: nn.Module, cfg: ModelConfig, sar: np.ndarray, *, valid: np.ndarray | None = None,
-                   scale: str = "auto", device: str | torch.device | None = None, tta: bool = False,
+def colorize_array(model: Model, cfg: ModelConfig, sar: np.ndarray, *, valid: np.ndarray | None = None,
+                   scale: str = "auto", device: Any | None = None, tta: bool = False,
                    progress: Progress = False, look: str = "sar", render: str | None = None) -> np.ndarray:
     """A loaded model on a 2-D SAR band in raw units (for evaluation): (H, W, 3) uint8, invalid pixels black.
 
@@ -372,9 +379,9 @@ def colorize_array(model: nn.Module, cfg: ModelConfig, sar: np.ndarray, *, valid
     return rgb
 
 
-def colorize_file(src: str | Path, dst: str | Path, model_obj: nn.Module, cfg: ModelConfig, *,
+def colorize_file(src: str | Path, dst: str | Path, model_obj: Model, cfg: ModelConfig, *,
                   scale: str = "auto", bands: int | Sequence[int] | None = None, nodata: float | None = None,
-                  device: str | torch.device | None = None, tta: bool = False, progress: Progress = False,
+                  device: Any | None = None, tta: bool = False, progress: Progress = False,
                   look: str = "sar", render: str | None = None) -> SceneInfo:
     """Colorize one image file into ``dst``; returns what was done. The output appears only when complete.
 

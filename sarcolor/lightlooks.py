@@ -67,26 +67,34 @@ def avg_pool(x: np.ndarray, factor: int) -> np.ndarray:
     return x.reshape(*lead, h // factor, factor, w // factor, factor).mean(axis=(-3, -1), dtype=_F32)
 
 
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of bilinear resizing along one axis (half-pixel centres, edges clamped)."""
-    pos = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(pos.astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, (pos - i0).astype(_F32)
+def _taps(factor: int) -> list[tuple[int, float, float]]:
+    """Bilinear upsampling by ``factor`` with half-pixel centres (torch's align_corners=False): output pixel
+    ``factor k + j`` is ``w0 x[k + d] + w1 x[k + d + 1]``; (d, w0, w1) for each j, d in {-1, 0}."""
+    taps = []
+    for j in range(factor):
+        off = (j + 0.5) / factor - 0.5
+        taps.append((-1, -off, 1 + off) if off < 0 else (0, 1 - off, off))
+    return taps
 
 
-def resize_bilinear(x: np.ndarray, height: int, width: int, rows: tuple[int, int] | None = None) -> np.ndarray:
-    """(C, h, w) -> (C, height, width), as torch's bilinear interpolation with align_corners=False;
-    ``rows``: only the output rows [start, end)."""
-    r0, r1, wr = _linear_taps(x.shape[-2], height)
-    if rows is not None:
-        r0, r1, wr = r0[rows[0]:rows[1]], r1[rows[0]:rows[1]], wr[rows[0]:rows[1]]
-    c0, c1, wc = _linear_taps(x.shape[-1], width)
-    top = x[:, r0]
-    rows = top + (x[:, r1] - top) * wr[:, None]
-    left = rows[..., c0]
-    left += (rows[..., c1] - left) * wc
-    return left
+def upsample(x: np.ndarray, factor: int, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """(C, h, w) -> (C, h x factor, w x factor) bilinearly, as torch's F.interpolate(mode="bilinear",
+    align_corners=False) (edges replicated); ``rows``: only the output rows [start, end), multiples of
+    ``factor``."""
+    r0, r1 = (0, x.shape[-2] * factor) if rows is None else rows
+    k0, k1 = r0 // factor, -(-r1 // factor)
+    xp = np.pad(x[:, max(k0 - 1, 0):k1 + 1], [(0, 0), (k0 == 0, k1 == x.shape[-2]), (1, 1)], mode="edge")
+    c, n, w = xp.shape[0], k1 - k0, xp.shape[-1] - 2
+    vert = np.empty((c, n, factor, w + 2), _F32)
+    for j, (d, w0, w1) in enumerate(_taps(factor)):
+        np.multiply(xp[:, 1 + d:1 + d + n], _F32(w0), out=vert[:, :, j])
+        vert[:, :, j] += xp[:, 2 + d:2 + d + n] * _F32(w1)
+    vert = vert.reshape(c, n * factor, w + 2)[:, r0 - k0 * factor:r1 - k0 * factor]
+    out = np.empty((c, len(vert[0]), w, factor), _F32)
+    for j, (d, w0, w1) in enumerate(_taps(factor)):
+        np.multiply(vert[..., 1 + d:1 + d + w], _F32(w0), out=out[..., j])
+        out[..., j] += vert[..., 2 + d:2 + d + w] * _F32(w1)
+    return out.reshape(c, -1, w * factor)
 
 
 BAND_ROWS = 64  # full-resolution work runs over bands of rows, so that its temporaries stay in the cache
@@ -149,9 +157,9 @@ def guided_coefficients(g_lo: np.ndarray, src: np.ndarray, radius: int = GUIDE_R
 
 
 def apply_coefficients(coeffs: np.ndarray, guide: np.ndarray, r0: int, r1: int) -> np.ndarray:
-    """Rows [r0, r1) of the guided filter's output: its coefficients (2C, h, w) resized bilinearly to the guide's
-    (H, W) and applied to it -> (C, r1 - r0, W)."""
-    ab = resize_bilinear(coeffs, *guide.shape, rows=(r0, r1))
+    """Rows [r0, r1) of the guided filter's output: its coefficients (2C, h, w) upsampled bilinearly to the
+    guide's (H, W) (``factor`` times theirs) and applied to it -> (C, r1 - r0, W)."""
+    ab = upsample(coeffs, len(guide) // coeffs.shape[-2], (r0, r1))
     c = len(coeffs) // 2
     out = ab[:c]
     out *= guide[r0:r1]

@@ -24,7 +24,7 @@ from .errors import SarColorError
 from .modelfile import ModelConfig, check_render, read_config
 
 FACTOR = 4  # colour resolution: 1/4 of the input's
-HEAD_POSITIONS = 8192  # block positions per pass of the head: its 64-channel temporaries stay in the cache
+HEAD_POSITIONS = 2048  # block positions per pass of the head: its 64-channel temporaries stay in the cache
 
 # Abramowitz and Stegun 7.1.26: erf(x) = 1 - (a1 t + ... + a5 t^5) exp(-x^2), t = 1 / (1 + p x), x >= 0;
 # absolute error below 1.5e-7 (numpy has no erf, and scipy is too large a dependency for the light install).
