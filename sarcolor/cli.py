@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import version
-from .errors import SarColorError
+from .errors import SarColorError, require_torch
 from .lightlooks import LOOKS
 from .preprocess import SCALES
 from .raster import parse_bands
@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         from .engine import colorize_paths
 
         return colorize_paths(args.inputs, args.output, **kw)
+    if args.command in ("train", "evaluate", "export"):
+        require_torch(f"sarcolor {args.command}")
     if args.command == "train":
         from .train import train_from_cli
 

@@ -57,7 +57,7 @@ from .engine import (
     plan_jobs,
 )
 from .errors import SarColorError
-from .models import check_render, resolve_model_path
+from .modelfile import check_render, resolve_model_path
 from .raster import WRITE_DRIVERS
 
 if TYPE_CHECKING:

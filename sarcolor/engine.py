@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,13 @@ def resolve_device(device: Any = "auto") -> Any:
     return _torch_runtime(f"--device {device}").resolve_device(device)
 
 
+def device_name(device: Any = "auto") -> str:
+    """``resolve_device`` as a name; without PyTorch 'auto' and 'cpu' are 'cpu' (the numpy runtime's)."""
+    if str(device) in ("auto", "cpu") and find_spec("torch") is None:
+        return "cpu"
+    return str(resolve_device(device))
+
+
 @functools.lru_cache(maxsize=4)
 def _load_light(path: str, mtime_ns: int) -> LightNet:
     del mtime_ns  # part of the cache key only: a re-exported model file is loaded again
@@ -135,6 +143,13 @@ def model_loads() -> int:
     if "sarcolor.torch_runtime" in sys.modules:
         loads += sys.modules["sarcolor.torch_runtime"].load_cached.cache_info().misses
     return loads
+
+
+def count_parameters(model: Model) -> int:
+    """The number of trained weights of a model of either runtime."""
+    if isinstance(model, LightNet):
+        return sum(int(v.size) for v in model.weights.values())
+    return sum(p.numel() for p in model.parameters())
 
 
 def inference_threads() -> int:

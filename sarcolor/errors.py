@@ -14,6 +14,7 @@ class WriteFailed(SarColorError):
 
     exit_code = 1
 
+
 TRAIN_EXTRA = "pip install 'sarcolor[train]'"
 
 

@@ -579,22 +579,25 @@ def _work(state: tuple[Any, Any], folder: Path, src: Path, opts: dict, preview_m
 
 
 def _load(model: Any, device: str) -> tuple[Any, Any, str, str]:
-    """(module, config, display name, card) from a shipped name, a path, or a (module, config) pair."""
-    import torch
-
-    from .models import load_model, read_metadata, resolve_model_path
+    """(model, config, display name, card) from a shipped name, a path, or a (model, config) pair; the default
+    model runs on the numpy runtime, others need PyTorch (``engine.get_model``)."""
+    from .engine import get_model
+    from .modelfile import read_metadata, resolve_model_path
 
     if isinstance(model, tuple):
-        module, cfg = model
+        module, cfg = get_model(model)
         name, card = cfg.name, ""
     else:
         path = resolve_model_path(model)
-        module, cfg = load_model(path, device=device)
+        module, cfg = get_model(path, device)
         card = read_metadata(path).get("model_card", "")
         name = str(model) if not str(model).endswith(".safetensors") else path.stem
-    # The engine switches to channels_last on every call; doing it once here means concurrent jobs
-    # never swap a parameter's storage under each other's feet.
-    module = module.eval().to(device).to(memory_format=torch.channels_last)
+    if hasattr(module, "eval"):  # a torch module
+        import torch
+
+        # The engine switches to channels_last on every call; doing it once here means concurrent jobs
+        # never swap a parameter's storage under each other's feet.
+        module = module.eval().to(device).to(memory_format=torch.channels_last)
     return module, cfg, name, card
 
 
@@ -631,7 +634,7 @@ class _Service:
     and the steps of a request that are more than a route's few lines (storing an upload, a job's status)."""
 
     def __init__(self, model: Any, conf: ServerConfig) -> None:
-        from .models import resolve_model_path
+        from .modelfile import resolve_model_path
 
         self.conf = conf
         # Here for its configuration, card and a clear error at start-up; the workers load their own copy.
@@ -668,10 +671,10 @@ class _Service:
     def model_info(self) -> dict:
         from dataclasses import asdict
 
-        from .models import count_params
+        from .engine import count_parameters
 
         conf = self.conf
-        return {"name": self.model_name, "arch": self.cfg.arch, "parameters": count_params(self.module),
+        return {"name": self.model_name, "arch": self.cfg.arch, "parameters": count_parameters(self.module),
                 "device": conf.device, "polarisation": self.cfg.polarisation, "config": asdict(self.cfg),
                 "card": self.card, "render_names": {r: RENDER_NAMES.get(r, r) for r in self.cfg.renders},
                 "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
@@ -718,7 +721,7 @@ class _Service:
         return job_id, folder, kind
 
     def prepare(self, upload: UploadFile, scale: str, bands: str | None, look: str, render: str | None) -> Job:
-        from .models import check_render
+        from .modelfile import check_render
 
         try:
             band_list = parse_bands(bands)
@@ -775,9 +778,9 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0 or job_timeout <= 0:
         raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel, ttl and job time "
                             "limits, please")
-    from .engine import resolve_device
+    from .engine import device_name
 
-    device = str(resolve_device(device))  # inference's rule: "auto" -> cuda when available; cuda without one fails
+    device = device_name(device)  # inference's rule: "auto" -> cuda when available; cuda without one fails
     conf = ServerConfig(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_pixels), workers=workers,
                         ttl=float(ttl), sync_max_pixels=int(sync_max_pixels), preview_max=int(preview_max),
                         max_queue=int(max_queue), device=device, job_timeout=float(job_timeout))

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import models
 from .errors import SarColorError
 from .modelfile import ModelConfig
-from .models import load_model, predict_look
+from .models import predict_look
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -36,7 +37,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 @functools.lru_cache(maxsize=4)
 def load_cached(path: str, mtime_ns: int, device: str) -> tuple[nn.Module, ModelConfig]:
     del mtime_ns  # part of the cache key only: a re-exported model file is loaded again
-    return load_model(path, device=device)
+    return models.load_model(path, device=device)
 
 
 def is_module(obj: object) -> bool:

@@ -374,7 +374,9 @@ def test_model_and_health(client: TestClient) -> None:
 
 def test_model_is_loaded_once(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sarcolor.models as models
+    from sarcolor import torch_runtime
 
+    torch_runtime.load_cached.cache_clear()  # earlier tests of this process loaded the same file
     calls = []
     real = models.load_model
     monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
