@@ -46,6 +46,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .atomic import remove_temps_of, write_text_atomic
+from .config import check_manifest
 from .engine import (
     ModelLike,
     colorize_file,
@@ -182,13 +183,18 @@ class Manifest:
     def open(cls, path: Path, model: dict[str, str], settings: dict[str, Any], overwrite: bool) -> Manifest:
         """The folder's manifest if it is for this model and these settings; a fresh one with ``overwrite``."""
         fresh = cls(path, model, settings)
-        if not path.exists():
+        if not os.path.lexists(path):
             return fresh
+        if not path.is_file():  # a FIFO would block the read for ever
+            raise SarColorError(f"{path}: not a regular file; move it away to start over")
         try:
-            old = json.loads(path.read_text())
-            old_model, old_settings, scenes = old["model"], old["settings"], dict(old["scenes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise SarColorError(f"{path}: not a readable sarcolor run manifest; move it away to start over"
+            old_model, old_settings, scenes = check_manifest(json.loads(path.read_text()))
+        except (OSError, UnicodeError) as exc:
+            raise SarColorError(f"{path}: not a readable sarcolor run manifest ({exc.__class__.__name__}); "
+                                "move it away to start over") from None
+        except (ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+            raise SarColorError(f"{path}: not a readable sarcolor run manifest ({why}); move it away to start over"
                                 ) from None
         diff = [f"model sha256 {old_model.get('sha256', '?')[:12]} -> {model['sha256'][:12]}"
                 ] if old_model.get("sha256") != model["sha256"] else []

@@ -461,7 +461,10 @@ def input_paths(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         raise SarColorError("no input given")
     for p in paths:
         if not p.exists():
-            raise SarColorError(f"{p}: no such file or folder")
+            raise SarColorError(f"{p}: no such file or folder" + (" (a link that leads nowhere)"
+                                                                   if p.is_symlink() else ""))
+        if not (p.is_file() or p.is_dir()):  # a FIFO, socket or device: reading it could block for ever
+            raise SarColorError(f"{p}: not a regular file or folder")
     return paths
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from . import lightlooks
+from .config import check_tile_multiple
 from .errors import SarColorError
 from .modelfile import ModelConfig, check_render, read_config
 
@@ -126,10 +127,16 @@ class LightNet:
             weights = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise SarColorError(f"{path}: not a readable safetensors model ({exc.__class__.__name__})") from None
-        expected = {"inp.weight", "inp.bias", "mlp.1.weight", "mlp.1.bias", "mlp.3.weight", "mlp.3.bias",
-                    "render_embed.weight"}
-        if set(weights) != expected:
-            raise SarColorError(f"{path}: weights do not match config {cfg.arch}")
+        try:
+            check_tile_multiple(cfg.tile, FACTOR)
+        except ValueError as exc:
+            raise SarColorError(f"{path}: its sarcolor config is invalid ({exc})") from None
+        w = cfg.width
+        expected = {"inp.weight": (w, 2 + 3 * len(cfg.windows), 1, 1), "inp.bias": (w,), "mlp.1.weight": (w, w, 1, 1),
+                    "mlp.1.bias": (w,), "mlp.3.weight": (3, w, 1, 1), "mlp.3.bias": (3,),
+                    "render_embed.weight": (max(1, len(cfg.renders)), w)}
+        if {k: v.shape for k, v in weights.items()} != expected:
+            raise SarColorError(f"{path}: weights do not match config {cfg.arch} (tensor names or shapes differ)")
         return cls(cfg, {k: v.astype(np.float32) for k, v in weights.items()})
 
     def render_index(self, render: str | None) -> int:

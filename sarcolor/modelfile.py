@@ -8,9 +8,10 @@ through this module, which imports neither torch nor a network.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .config import check_model_config
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -54,14 +55,8 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        raw = {k: v for k, v in raw.items() if k in known}
-        raw.setdefault("norm", "batch")  # written before the option existed: those models used BatchNorm
-        for key in ("enc_depths", "renders", "windows"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        return cls(**raw)
+        """A model file's config, checked field by field (``config.check_model_config``): ValueError if bad."""
+        return cls(**check_model_config(json.loads(text)))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -83,6 +78,8 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         raise SarColorError(f"{p}: model not found (give a .safetensors file or one of: {', '.join(SHIPPED)})")
     if p.is_dir():
         raise SarColorError(f"{p}: is a directory, expected a .safetensors model file")
+    if not p.is_file():  # a FIFO or a device: reading it could block for ever
+        raise SarColorError(f"{p}: not a regular file, expected a .safetensors model file")
     return p
 
 
@@ -110,5 +107,5 @@ def read_config(path: str | Path) -> ModelConfig:
         raise SarColorError(f"{path}: safetensors file has no sarcolor config; export it with `sarcolor export`")
     try:
         return ModelConfig.from_json(meta["sarcolor_config"])
-    except (ValueError, TypeError) as exc:
-        raise SarColorError(f"{path}: its sarcolor config is invalid ({exc})") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SarColorError(f"{path}: its sarcolor config is invalid ({str(exc).splitlines()[0]})") from None

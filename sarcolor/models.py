@@ -18,12 +18,14 @@ from torch import nn
 from . import looks
 from .atomic import write_atomic
 from .colour import ab_grid, annealed_mean
+from .config import check_tile_multiple
 from .errors import SarColorError
 from .modelfile import (  # noqa: F401  (re-exported: the model file's config lives with its reader)
     SHIPPED,
     WEIGHTS_DIR,
     ModelConfig,
     check_render,
+    read_config,
     read_metadata,
     resolve_model_path,
 )
@@ -543,18 +545,16 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
                ) -> tuple[nn.Module, ModelConfig]:
     """Rebuild a generator from a safetensors model file (or a shipped name) in eval mode."""
     path = resolve_model_path(name_or_path)
+    cfg = read_config(path)
     try:
-        meta = read_metadata(path)
         state = load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises several types for corrupt headers
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt data
         raise SarColorError(f"{path}: not a readable safetensors model ({exc.__class__.__name__})") from None
-    if "sarcolor_config" not in meta:
-        raise SarColorError(f"{path}: safetensors file has no sarcolor config; export it with `sarcolor export`")
+    model = build_model(cfg)  # the config's bounds keep this under ~400 MB whatever the file says
     try:
-        cfg = ModelConfig.from_json(meta["sarcolor_config"])
-    except (ValueError, TypeError) as exc:
+        check_tile_multiple(cfg.tile, int(getattr(model, "multiple", 1)))
+    except ValueError as exc:
         raise SarColorError(f"{path}: its sarcolor config is invalid ({exc})") from None
-    model = build_model(cfg)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

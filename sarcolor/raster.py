@@ -337,6 +337,8 @@ def _open(path: Path) -> Any:
         raise SarColorError(f"{path}: no such file")
     if path.is_dir():
         raise SarColorError(f"{path}: is a directory, expected an image file")
+    if not path.is_file():  # a FIFO, socket or device: reading it could block for ever
+        raise SarColorError(f"{path}: not a regular file, expected an image file")
     try:
         if path.stat().st_size == 0:
             raise SarColorError(f"{path}: file is empty (0 bytes)")

@@ -339,8 +339,8 @@ def save_tiny_model(path: Path, tile: int) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """32-px tiles: the synthetic 40x48 scenes go through several overlapping tiles."""
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", tile=32)
+    """64-px tiles (the least a model file may ask for)."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", tile=64)
 
 
 def test_cli_scores_models_and_checkpoint_folders(tmp_path, tiny_model, capsys):
