@@ -37,7 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import lightnet
 from .errors import SarColorError, WriteFailed, require_torch
-from .lightlooks import check_look
+from .lightlooks import Mapper, check_look
 from .lightnet import LightNet
 from .modelfile import ModelConfig, check_render, read_config, resolve_model_path
 from .preprocess import SCALES, SceneStats, model_input, scene_stats
@@ -169,11 +169,11 @@ _FLIPS = [(), (-1,), (-2,), (-2, -1)]  # test-time augmentation: the four flips 
 
 
 def _light_tile(net: LightNet, x: np.ndarray, tta: bool, look: str, render: int,
-                tone: tuple[float, float] | None) -> np.ndarray:
+                tone: tuple[float, float] | None, map_: Mapper = map) -> np.ndarray:
     """One (C, h, w) tile through the numpy runtime -> (3, h, w) float32 RGB in [0, 1]."""
     if not tta:
-        return net.forward(x, look, render, tone)
-    y = sum(np.flip(net.forward(np.ascontiguousarray(np.flip(x, f)), look, render, tone), f) for f in _FLIPS)
+        return net.forward(x, look, render, tone, map_)
+    y = sum(np.flip(net.forward(np.ascontiguousarray(np.flip(x, f)), look, render, tone, map_), f) for f in _FLIPS)
     return y / np.float32(len(_FLIPS))
 
 
@@ -187,11 +187,19 @@ def _runtime(model: Model, cfg: ModelConfig, tile_pixels: int, tta: bool, look: 
     threads = inference_threads()
     if isinstance(model, LightNet):
         index = model.render_index(render)
-        # Tiles in parallel threads: numpy releases the GIL in its array operations.
-        with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
-            run = functools.partial(_light_tile, model, tta=tta, look=look, render=index, tone=tone)
-            mapper = pool.map if pool is not None else map
-            yield (lambda batch: np.stack(list(mapper(run, batch)))), threads
+        run = functools.partial(_light_tile, model, tta=tta, look=look, render=index, tone=tone)
+        if threads == 1:
+            yield (lambda batch: np.stack([run(x) for x in batch])), 1
+            return
+        # Threads (numpy releases the GIL in its array operations): several tiles side by side, or the bands
+        # of a lone tile's rows (a scene of one tile)
+        with ThreadPoolExecutor(threads) as pool:
+            def predict(batch: np.ndarray) -> np.ndarray:
+                if len(batch) == 1:
+                    return run(batch[0], map_=pool.map)[None]
+                return np.stack(list(pool.map(run, batch)))
+
+            yield predict, threads
         return
     rt = _torch_runtime()
     device = rt.model_device(model)

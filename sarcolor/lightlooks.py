@@ -7,9 +7,16 @@ arrays, no batch axis), and the constants both share: this module is where the l
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 import numpy as np
 
 from .errors import SarColorError
+
+# How the full-resolution work maps over its bands of rows: the builtin ``map``, or a thread pool's (numpy
+# releases the GIL in its array operations, so bands run in parallel).
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 LOOKS = ("sar", "optical")
 
@@ -119,14 +126,18 @@ def lee_filter(x: np.ndarray, size: int = LEE_SIZE, noise: float = LEE_NOISE) ->
     return out
 
 
-def sar_lightness(x: np.ndarray, tone: tuple[float, float] | None = None) -> np.ndarray:
+def sar_lightness(x: np.ndarray, tone: tuple[float, float] | None = None, map_: Mapper = map) -> np.ndarray:
     """Normalised SAR (H, W) -> display grey (H, W) in [0, 1]: Lee-filtered, then the tone curve.
     ``tone``: (gain, offset) from the input's range to the tone curve's (``SceneStats.tone_map``)."""
     out = np.empty(x.shape, _F32)
     halo = LEE_SIZE // 2  # rows of context a band's filter needs beyond it
-    for r0, r1 in bands(len(x)):
+
+    def band(rows: tuple[int, int]) -> None:
+        r0, r1 = rows
         lo, hi = max(r0 - halo, 0), min(r1 + halo, len(x))
         out[r0:r1] = _tone(lee_filter(x[lo:hi])[r0 - lo:r1 - lo], tone)
+
+    list(map_(band, bands(len(x))))
     return out
 
 
@@ -246,7 +257,7 @@ def lab_chroma(lightness: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, np.nd
     return luma_of(rgb), chroma_of(rgb)
 
 
-def sar_look(grey: np.ndarray, ab: np.ndarray, factor: int) -> np.ndarray:
+def sar_look(grey: np.ndarray, ab: np.ndarray, factor: int, map_: Mapper = map) -> np.ndarray:
     """The ``sar`` look from a*b* (2, H/factor, W/factor): that colour set under the SAR's own lightness at its
     resolution, carried to full resolution as chroma by the guided filter, on the SAR's display grey (H, W)
     -> RGB in [0, 1] (3, H, W)."""
@@ -254,18 +265,26 @@ def sar_look(grey: np.ndarray, ab: np.ndarray, factor: int) -> np.ndarray:
     _, chroma = lab_chroma(grey_lightness(lo_grey), ab)
     coeffs = guided_coefficients(lo_grey, chroma)
     out = np.empty((3, *grey.shape), _F32)
-    for r0, r1 in bands(len(grey)):
+
+    def band(rows: tuple[int, int]) -> None:
+        r0, r1 = rows
         out[:, r0:r1] = with_grey(grey[r0:r1], apply_coefficients(coeffs, grey, r0, r1))
+
+    list(map_(band, bands(len(grey))))
     return out
 
 
-def optical_look(grey: np.ndarray, ab: np.ndarray, light: np.ndarray, factor: int) -> np.ndarray:
+def optical_look(grey: np.ndarray, ab: np.ndarray, light: np.ndarray, factor: int, map_: Mapper = map
+                 ) -> np.ndarray:
     """The ``optical`` look: the model's own L* (h, w) and a*b* (2, h, w), carried to full resolution by the
     guided filter on the SAR's grey (H, W) -> RGB in [0, 1] (3, H, W)."""
     opt_grey, chroma = lab_chroma(light, ab)
     coeffs = guided_coefficients(avg_pool(grey, factor), np.concatenate([opt_grey, chroma]))
     out = np.empty((3, *grey.shape), _F32)
-    for r0, r1 in bands(len(grey)):
-        up = apply_coefficients(coeffs, grey, r0, r1)
-        out[:, r0:r1] = with_grey(up[0], up[1:])
+
+    def band(rows: tuple[int, int]) -> None:
+        up = apply_coefficients(coeffs, grey, *rows)
+        out[:, rows[0]:rows[1]] = with_grey(up[0], up[1:])
+
+    list(map_(band, bands(len(grey))))
     return out

@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 from . import lightlooks
 from .config import check_tile_multiple
 from .errors import SarColorError
+from .lightlooks import Mapper
 from .modelfile import ModelConfig, check_render, read_config
 
 FACTOR = 4  # colour resolution: 1/4 of the input's
@@ -92,7 +93,8 @@ def _std(sq_mean: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return np.sqrt(var, out=var)
 
 
-def head(feats: np.ndarray, weights: dict[str, np.ndarray], render: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def head(feats: np.ndarray, weights: dict[str, np.ndarray], render: int = 0, map_: Mapper = map
+         ) -> tuple[np.ndarray, np.ndarray]:
     """Context statistics (F, h, w) -> (a*b* (2, h, w), L* (h, w)): the per-pixel MLP (1x1 convolutions
     inp -> + rendering bias -> GELU -> conv -> GELU -> conv to 3), a*b* and L* squashed into their ranges."""
     n_feat, h, w = feats.shape
@@ -100,10 +102,13 @@ def head(feats: np.ndarray, weights: dict[str, np.ndarray], render: int = 0) -> 
     w_in, w_mid, w_out = (weights[k][:, :, 0, 0].T for k in ("inp.weight", "mlp.1.weight", "mlp.3.weight"))
     b_in = weights["inp.bias"] + weights["render_embed.weight"][render]
     out = np.empty((h * w, 3), np.float32)
-    for i in range(0, h * w, HEAD_POSITIONS):  # a pixel's colour depends on its own statistics only
+
+    def chunk(i: int) -> None:  # a pixel's colour depends on its own statistics only
         y = gelu(pos[i:i + HEAD_POSITIONS] @ w_in + b_in)
         y = gelu(y @ w_mid + weights["mlp.1.bias"])
         out[i:i + HEAD_POSITIONS] = y @ w_out + weights["mlp.3.bias"]
+
+    list(map_(chunk, range(0, h * w, HEAD_POSITIONS)))
     out = out.T.reshape(3, h, w)
     ab = 60.0 * np.tanh(out[:2] / np.float32(60.0))
     light = 50.0 + 50.0 * np.tanh(out[2] / np.float32(50.0))
@@ -144,18 +149,20 @@ class LightNet:
             return 0
         return list(self.cfg.renders).index(check_render(self.cfg, render))
 
-    def ab_light(self, x: np.ndarray, render: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def ab_light(self, x: np.ndarray, render: int = 0, map_: Mapper = map) -> tuple[np.ndarray, np.ndarray]:
         """(C, H, W) -> (a*b* (2, H/4, W/4), L* (H/4, W/4))."""
-        return head(features(x, self.cfg), self.weights, render)
+        return head(features(x, self.cfg), self.weights, render, map_)
 
     def forward(self, x: np.ndarray, look: str = "sar", render: int = 0,
-                tone: tuple[float, float] | None = None) -> np.ndarray:
-        """A normalised SAR tile (C, H, W), sides multiples of 4 -> RGB (3, H, W) in [0, 1] in ``look``."""
-        ab, light = self.ab_light(x, render)
-        grey = lightlooks.sar_lightness(x[0], tone if look == "sar" else None)
+                tone: tuple[float, float] | None = None, map_: Mapper = map) -> np.ndarray:
+        """A normalised SAR tile (C, H, W), sides multiples of 4 -> RGB (3, H, W) in [0, 1] in ``look``.
+        ``map_``: how independent pieces (bands of rows, chunks of the head) are run: a thread pool's ``map``
+        runs them in parallel, with the same result."""
+        ab, light = self.ab_light(x, render, map_)
+        grey = lightlooks.sar_lightness(x[0], tone if look == "sar" else None, map_)
         if look == "sar":
-            return lightlooks.sar_look(grey, ab, FACTOR)
-        return lightlooks.optical_look(grey, ab, light, FACTOR)
+            return lightlooks.sar_look(grey, ab, FACTOR, map_)
+        return lightlooks.optical_look(grey, ab, light, FACTOR, map_)
 
 
 def supports(cfg: ModelConfig) -> bool:
