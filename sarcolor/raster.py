@@ -175,7 +175,8 @@ class Georef:
 
     @property
     def present(self) -> bool:
-        return self.crs is not None or self.gcps is not None or self.rpcs is not None
+        return (self.crs is not None or self.transform is not None or self.gcps is not None
+                or self.rpcs is not None)
 
 
 class SarSource(Protocol):
@@ -273,6 +274,33 @@ class RasterSource:
         self.georef = Georef(crs=ds.crs if has_transform else None,
                              transform=ds.transform if has_transform else None,
                              gcps=(gcps, gcrs) if gcps else None, rpcs=ds.rpcs or None)
+        if has_transform and not ds.crs:
+            log.info("%s: a geotransform without a CRS: kept as it is (the output has no CRS either)", self.name)
+        self.palette = palette_lut(ds, self.band, self.name)
+        self.orientation = exif_orientation(self.path, ds.driver)
+        self._orient(self.orientation)
+
+    def _orient(self, orientation: int) -> None:
+        """Hold the scene as a viewer shows it (EXIF orientation): read whole, turned, and kept."""
+        if orientation == 1:
+            return
+        data, valid = (np.ascontiguousarray(_ORIENT[orientation](a)) for a in self.read_rows(0, self.height))
+        data.flags.writeable = valid.flags.writeable = False
+        self._whole, (self.height, self.width) = (data, valid), data.shape
+        if self.georef.present:
+            log.warning("%s: georeferencing dropped: it does not apply to the image turned to its EXIF "
+                        "orientation", self.name)
+            self.georef = Georef()
+        log.info("%s: EXIF orientation %d applied (the image as a viewer shows it)", self.name, orientation)
+
+    def as_seen(self, data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A read of the band (any window or size) as sarcolor sees it: through its palette, in its EXIF
+        orientation (for a preview; ``read_rows`` and ``sample`` do this themselves)."""
+        if self.palette is not None:
+            grey, known = self.palette
+            data, valid = grey[data], valid & known[data]
+        turn = _ORIENT.get(self.orientation)
+        return (data, valid) if turn is None else (turn(data), turn(valid))
 
     def _guard(self, fn: Callable[[], np.ndarray], what: str) -> np.ndarray:
         return _guarded(self.ds, self.name, fn, what)
@@ -298,7 +326,11 @@ class RasterSource:
             return self._whole[0][y0:y1], self._whole[1][y0:y1]
         window = Window(0, y0, self.width, y1 - y0)
         data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
-        return _narrow(data, self._valid(data, window))
+        valid = self._valid(data, window)
+        if self.palette is not None:  # index -> the grey it stands for
+            grey, known = self.palette
+            data, valid = grey[data], valid & known[data]
+        return _narrow(data, valid)
 
     def sample(self, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         """Every f-th pixel of every f-th row, so that at most ``max_pixels`` pixels are returned.
@@ -329,6 +361,45 @@ class RasterSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# EXIF orientation -> the turn that shows the image as a viewer does (PIL's ImageOps.exif_transpose)
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].T, 8: lambda a: np.rot90(a, 1)}
+
+
+def exif_orientation(path: Path, driver: str) -> int:
+    """A JPEG's or PNG's EXIF orientation (1: as stored), from its header; GDAL does not apply it."""
+    if driver not in ("JPEG", "PNG"):
+        return 1
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - no readable EXIF: the image as stored
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def palette_lut(ds: DatasetReader, band: int, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(grey per index, index defined and not transparent) of a palette (indexed) band; None for other bands.
+    A palette of colours is refused: a grey SAR image quantised to a palette has grey entries."""
+    dtype = np.dtype(ds.dtypes[band - 1])
+    if ds.colorinterp[band - 1] != ColorInterp.palette or dtype.kind != "u" or dtype.itemsize > 2:
+        return None
+    try:
+        cmap = ds.colormap(band)
+    except ValueError:  # no colour table after all
+        return None
+    grey, known = np.zeros(1 << (8 * dtype.itemsize), dtype), np.zeros(1 << (8 * dtype.itemsize), bool)
+    for i, (r, g, b, *alpha) in cmap.items():
+        if max(r, g, b) - min(r, g, b) > 2:
+            raise SarColorError(f"{name}: a palette (indexed) image with colours, not a grey SAR image; "
+                                "convert it to grey first (e.g. gdal_translate -expand gray)")
+        grey[i], known[i] = round((r + g + b) / 3), (alpha[0] if alpha else 255) > 0
+    return grey, known
 
 
 def _open(path: Path) -> Any:
@@ -551,8 +622,10 @@ class RGBWriter:
             bigtiff="IF_SAFER")
         if self.geotiff:
             profile["nodata"] = 0
+        if georef.transform is not None:  # with its CRS, or without one (then kept as it is)
+            profile["transform"] = georef.transform
         if georef.crs is not None:
-            profile.update(crs=georef.crs, transform=georef.transform)
+            profile["crs"] = georef.crs
         # The intermediate is only ever read once more, by the conversion: favour speed over size.
         if self.driver != "GTiff" or _has_cog():
             profile["zlevel"] = 1

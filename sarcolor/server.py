@@ -220,11 +220,11 @@ def write_input_preview(src: Path, dst: Path, *, bands: list[int] | None, polari
     with warnings.catch_warnings(), _gdal_env():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with open_sar(src, bands=bands, polarisation=polarisation) as sar:  # the engine's band choice
-            shape = _preview_shape(sar.width, sar.height, max_side)
-            resampling = Resampling.nearest if shape == (sar.height, sar.width) else Resampling.average
+            shape = _preview_shape(sar.ds.width, sar.ds.height, max_side)  # as stored; as_seen turns it
+            whole = shape == (sar.ds.height, sar.ds.width)
+            resampling = Resampling.nearest if whole or sar.palette is not None else Resampling.average
             raw = sar.ds.read(sar.band, out_shape=shape, resampling=resampling, masked=True)
-    valid = ~np.ma.getmaskarray(raw)
-    data = np.ma.getdata(raw)
+            data, valid = sar.as_seen(np.ma.getdata(raw), ~np.ma.getmaskarray(raw))
     if data.dtype == np.uint8:
         grey = data.astype(np.float32)
     else:
