@@ -9,8 +9,9 @@ whose outputs are still there unchanged and redoes the rest, so a killed run res
 repeating finished work. A scene is one task: the engine already streams a scene of any size through
 bounded memory (row strips), so no scene needs more than one worker's memory.
 
-Each task uses OMP_NUM_THREADS torch threads (Dask's nanny sets 1, so run one single-threaded worker process
-per core). Outputs are byte-identical to ``sarcolor colorize`` run with the same thread count.
+Each task uses OMP_NUM_THREADS threads (Dask's nanny sets 1, so run one single-threaded worker process per
+core). The default model runs on numpy, so workers need no PyTorch and never import it (other models do).
+Outputs are byte-identical to ``sarcolor colorize`` run with the same thread count.
 
 Public entry points:
     colorize_paths_distributed(inputs, output, client=client, ...) -> exit code

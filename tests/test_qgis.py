@@ -7,6 +7,7 @@ feedback object) with the plugin installed from the zip into a private profile; 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import SHARED_DATA
-from fixtures import write_geotiff
+from fixtures import sar_db, write_geotiff
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "qgis_plugin"))
@@ -349,3 +350,65 @@ def test_killing_qgis_process_stops_sarcolor_and_leaves_no_output(qgis: Qgis, bi
         if proc.poll() is None:
             proc.kill()
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# in-process: sarcolor importable in QGIS's own Python (the light install), no second environment
+# ------------------------------------------------------------------------------------------------
+def test_in_process_only_when_no_executable_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runner.ENV_COMMAND, raising=False)
+    assert runner.use_in_process("")  # this interpreter imports sarcolor
+    assert not runner.use_in_process("/opt/env/bin/sarcolor")  # the user's executable wins
+    monkeypatch.setenv(runner.ENV_COMMAND, "/opt/env/bin/sarcolor")
+    assert not runner.use_in_process("")
+
+
+def test_run_in_process_equals_the_cli(tmp_path: Path) -> None:
+    src = write_geotiff(tmp_path / "in.tif", np.stack([sar_db(90, 130) - 6, sar_db(90, 130)]))
+    progress: list[float] = []
+    messages: list[str] = []
+    runner.run_in_process(str(src), str(tmp_path / "qgis.tif"), look="optical", progress=progress.append,
+                          message=messages.append)
+    _cli(src, "-o", tmp_path / "cli.tif", "--look", "optical")
+    _assert_same_raster(tmp_path / "qgis.tif", tmp_path / "cli.tif")
+    assert progress[-1] == 100.0 and any("scale auto -> db" in m for m in messages)
+    assert not logging.getLogger("sarcolor").handlers  # its log handler removed again
+
+
+def test_run_in_process_errors_are_one_line_and_cancel_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "notes.tif").write_text("not an image\n")
+    with pytest.raises(runner.RunError, match=r"^sarcolor: \S+notes\.tif: ") as err:
+        runner.run_in_process(str(tmp_path / "notes.tif"), str(tmp_path / "out.tif"))
+    assert "\n" not in str(err.value)
+    src = write_geotiff(tmp_path / "in.tif", sar_db(60, 60)[None])
+    with pytest.raises(runner.Cancelled, match="cancelled"):
+        runner.run_in_process(str(src), str(tmp_path / "out.tif"), cancelled=lambda: True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "notes.tif"]
+
+
+@pytest.fixture(scope="module")
+def qgis_python_sarcolor(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PYTHONPATH that makes this checkout's sarcolor importable in QGIS's Python: Debian's numpy and
+    python3-rasterio, and the two light dependencies Debian lacks, installed into a folder."""
+    if subprocess.run([str(QGIS_PYTHON), "-c", "import rasterio, numpy, yaml, PIL"]).returncode != 0:
+        pytest.skip("QGIS's Python lacks rasterio (apt-get install python3-rasterio)")
+    deps = tmp_path_factory.mktemp("qgis-python-deps")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(deps), "--no-deps",
+                          "--only-binary=:all:", "safetensors", "tqdm"], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    return f"{deps}:{ROOT}"
+
+
+@pytest.mark.slow
+def test_qgis_runs_sarcolor_in_its_own_python(qgis: Qgis, qgis_python_sarcolor: str, tmp_path: Path) -> None:
+    env = {**qgis.env, "PYTHONPATH": qgis.env["PYTHONPATH"] + ":" + qgis_python_sarcolor}
+    del env[runner.ENV_COMMAND]
+    out, ref = tmp_path / "qgis.tif", tmp_path / "cli.tif"
+    run = subprocess.run([str(QGIS_PROCESS), "run", "sarcolor:colorize", "--", f"INPUT={SPAIN}", f"OUTPUT={out}"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "running in QGIS's Python" in run.stdout and "100 - done" in run.stdout
+    _cli(SPAIN, "-o", ref)
+    with rasterio.open(out) as a, rasterio.open(ref) as b:  # another numpy and GDAL: the same colours
+        assert (a.crs, a.transform, a.count) == (b.crs, b.transform, b.count)
+        assert np.abs(a.read().astype(int) - b.read()).max() <= 1

@@ -27,8 +27,8 @@ keeps the input's CRS and transform (GeoTIFF); nodata pixels stay nodata.</p>
 <p><b>Colours like</b>: empty for the model's default colour balance (Sentinel-2 true colour), or one of its
 renderings: sih-display (ISRO's sample scenes, India), sen12 (SEN1-2), ben-l2a (BigEarthNet, Europe).</p>
 <p><b>Model</b>: empty or 'default' for the shipped model, or a .safetensors file from sarcolor train/export.</p>
-<p>Runs the sarcolor command set in Settings &gt; Options &gt; Processing &gt; Providers &gt; sarcolor
-(default: sarcolor on PATH).</p>""".split())
+<p>Runs the sarcolor command set in Settings &gt; Options &gt; Processing &gt; Providers &gt; sarcolor; when
+none is set and sarcolor is installed in QGIS's own Python, runs there (else: sarcolor on PATH).</p>""".split())
 
 
 class ColorizeAlgorithm(QgsProcessingAlgorithm):
@@ -87,12 +87,19 @@ class ColorizeAlgorithm(QgsProcessingAlgorithm):
         render = self.parameterAsString(parameters, self.RENDER, context).strip()
         from .provider import executable_setting
 
+        band = self.parameterAsString(parameters, self.BAND, context)
+        scale = self.parameterAsEnumString(parameters, self.SCALE, context)
+        model = self.parameterAsFile(parameters, self.MODEL, context)
         try:
+            if runner.use_in_process(executable_setting()):  # sarcolor in QGIS's own Python: no second process
+                feedback.pushInfo("sarcolor: running in QGIS's Python")
+                runner.run_in_process(layer.source(), dst, band=band, scale=scale, look=look, model=model,
+                                      render=render, progress=feedback.setProgress,
+                                      message=feedback.pushConsoleInfo, cancelled=feedback.isCanceled)
+                return {self.OUTPUT: dst}
             exe = runner.find_command(executable_setting())
-            args = runner.colorize_args(
-                exe, layer.source(), dst, band=self.parameterAsString(parameters, self.BAND, context),
-                scale=self.parameterAsEnumString(parameters, self.SCALE, context), look=look,
-                model=self.parameterAsFile(parameters, self.MODEL, context), render=render)
+            args = runner.colorize_args(exe, layer.source(), dst, band=band, scale=scale, look=look, model=model,
+                                        render=render)
             if look != "sar" and not runner.supports_option(exe, "--look"):
                 raise runner.RunError(f"look {look!r} needs a newer sarcolor than {runner.version(exe)!r}; "
                                       "update it or use look 'sar'")

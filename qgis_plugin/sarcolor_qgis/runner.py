@@ -1,11 +1,13 @@
-"""Run the ``sarcolor colorize`` command of another Python environment, with progress, cancel and clear errors.
+"""Run sarcolor for QGIS, with progress, cancel and clear errors: in QGIS's own Python where sarcolor is
+importable there (the light install: ``pip install sarcolor``, with Debian's python3-rasterio), else the
+``sarcolor colorize`` command of another environment (the executable the user points the plugin to).
 
-No QGIS import here (so it is testable anywhere). The plugin holds no inference code of its own: QGIS embeds
-its own Python, and sarcolor's PyTorch stack lives in the environment the user points the plugin to.
+No QGIS import here (so it is testable anywhere). The plugin holds no inference code of its own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -47,6 +49,66 @@ def find_command(setting: str | None = None) -> str:
     if found is None:
         raise RunError(f"the sarcolor command was not found on PATH: {HINT}")
     return found
+
+
+def use_in_process(setting: str | None = None) -> bool:
+    """Whether to run sarcolor inside QGIS's Python: no executable was chosen (the plugin setting and
+    $SARCOLOR_COMMAND are empty) and ``sarcolor`` is importable here."""
+    if (setting or "").strip() or os.environ.get(ENV_COMMAND, "").strip():
+        return False
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("sarcolor.engine") is not None
+    except ImportError:  # no sarcolor package at all
+        return False
+
+
+class _LogLines(logging.Handler):
+    def __init__(self, message: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.message = message
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message("sarcolor: " + record.getMessage())
+
+
+def run_in_process(src: str, dst: str, *, band: str = "", scale: str = "auto", look: str = "sar",
+                   model: str = "default", render: str = "", progress: Callable[[float], None] | None = None,
+                   message: Callable[[str], None] | None = None, cancelled: Callable[[], bool] = lambda: False
+                   ) -> None:
+    """Colorize ``src`` into ``dst`` with the sarcolor importable here (its numpy runtime: no PyTorch needed for
+    the default model); raise RunError (one line) or Cancelled (no output left)."""
+    from sarcolor.engine import colorize_file, get_model
+    from sarcolor.errors import SarColorError
+    from sarcolor.raster import parse_bands
+
+    colorize_args("sarcolor", src, dst, scale=scale, look=look)  # the same checks as the command's
+
+    def report(done: int, total: int) -> None:
+        if cancelled():
+            raise Cancelled("cancelled: sarcolor was stopped and wrote no output")
+        if progress is not None:
+            progress(100.0 * done / max(total, 1))
+
+    log = logging.getLogger("sarcolor")
+    handler = _LogLines(message) if message is not None else None
+    if handler is not None:
+        log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        net, cfg = get_model((model or "").strip() or "default")
+        colorize_file(src, dst, net, cfg, scale=scale, bands=parse_bands((band or "").replace(" ", "") or None),
+                      look=look, render=(render or "").strip() or None, progress=report)
+    except SarColorError as exc:
+        raise RunError(f"sarcolor: {exc}") from None
+    finally:
+        log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
+    if progress is not None:
+        progress(100.0)
 
 
 def colorize_args(exe: str, src: str, dst: str, *, band: str = "", scale: str = "auto", look: str = "sar",
