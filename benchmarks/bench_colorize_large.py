@@ -50,7 +50,7 @@ def write_scene(path: Path, size: int, seed: int = 0) -> None:
 
 
 def model_path(tmp: Path) -> str:
-    from sarcolor.models import SHIPPED, ModelConfig, SarColorNet, save_model
+    from sarcolor.models import SHIPPED, ModelConfig, build_model, save_model
 
     if SHIPPED["default"].is_file():
         return "default"
@@ -59,8 +59,8 @@ def model_path(tmp: Path) -> str:
     torch.manual_seed(0)
     cfg = ModelConfig()
     path = tmp / "random-default.safetensors"
-    save_model(path, SarColorNet(cfg), cfg, card="random init, for benchmarking only")
-    print("shipped model not installed: using a randomly initialised default-config SarColorNet")
+    save_model(path, build_model(cfg), cfg, card="random init, for benchmarking only")
+    print("shipped model not installed: using a randomly initialised default-config model")
     return str(path)
 
 

@@ -23,9 +23,15 @@ from bench_inference_speed import scene
 
 from sarcolor.engine import colorize_paths
 
-# today's default is contextnet; the first variant is sarcolornet, the default when the looks issue was written
-# (the baseline of the ratios); colournet is the default of session 6
+MODELS = Path(__file__).resolve().parent / "models"
+# the shipped default in both looks; the first variant, former default sarcolornet's optical look, is the
+# baseline of the ratios; colournet is another former default
 VARIANTS = [("sarcolornet", "optical"), ("colournet", "sar"), ("default", "sar"), ("default", "optical")]
+
+
+def model_of(name: str) -> str:
+    """The shipped model's name, or a former default's file."""
+    return name if name == "default" else str(MODELS / f"{name}.safetensors")
 
 
 def main() -> None:
@@ -44,7 +50,7 @@ def main() -> None:
             for model, look in VARIANTS:
                 out = Path(tmp) / f"{model}-{look}.png"
                 t0 = time.perf_counter()
-                colorize_paths(src, out, model=model, look=look, overwrite=True, quiet=True, device="cpu")
+                colorize_paths(src, out, model=model_of(model), look=look, overwrite=True, quiet=True, device="cpu")
                 if r:
                     times[(model, look)].append(time.perf_counter() - t0)
     base_times = times[VARIANTS[0]]

@@ -138,7 +138,7 @@ def test_image(size: int) -> tuple[bytes, str]:
 
 
 def model_path(tmp: Path) -> tuple[str, str]:
-    from sarcolor.models import SHIPPED, ModelConfig, SarColorNet, save_model
+    from sarcolor.models import SHIPPED, ModelConfig, build_model, save_model
 
     if SHIPPED["default"].exists():
         return "default", "shipped default"
@@ -147,7 +147,7 @@ def model_path(tmp: Path) -> tuple[str, str]:
     torch.manual_seed(0)
     cfg = ModelConfig(name="random-default-config")
     path = tmp / "random-default.safetensors"
-    save_model(path, SarColorNet(cfg), cfg, card="random weights with the default configuration (benchmark)")
+    save_model(path, build_model(cfg), cfg, card="random weights with the default configuration (benchmark)")
     return str(path), "random weights, default configuration"
 
 

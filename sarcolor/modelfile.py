@@ -15,29 +15,27 @@ from .config import check_model_config
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The default is contextnet (colour from the SAR's context statistics, trained on every shared source);
-# colournet is the default of before (session 6), sarcolornet the one before it; both kept for comparison
-# (docs/model-card-colournet.md, docs/model-card-sarcolornet.md).
-SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "contextnet": WEIGHTS_DIR / "default.safetensors",
-           "colournet": WEIGHTS_DIR / "colournet.safetensors",
-           "sarcolornet": WEIGHTS_DIR / "sarcolornet.safetensors"}
+# The one shipped model: contextnet (colour from the SAR's context statistics, trained on every shared source).
+# Other models are loaded from their files (the benchmarks' reference models live in benchmarks/models/).
+SHIPPED = {"default": WEIGHTS_DIR / "default.safetensors", "contextnet": WEIGHTS_DIR / "default.safetensors"}
 
 
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a generator and feed it correctly."""
 
-    arch: str = "sarcolornet"  # "sarcolornet" (our default design) or "pix2pix-seed" (the prototype)
-    in_channels: int = 1  # sarcolornet: 1 (one polarisation); pix2pix-seed: 3 equal channels
-    width: int = 24  # channels at the first (1/2-resolution) level; doubles per level
+    # The defaults are the shipped model's architecture; configs/ holds the others'.
+    arch: str = "contextnet"  # contextnet, colournet, sarcolornet or pix2pix-seed (the prototype)
+    in_channels: int = 1  # 1 (one polarisation); pix2pix-seed: 3 equal channels
+    width: int = 64  # contextnet: its MLP's channels; U-Nets: channels at the first level, doubling per level
     enc_depths: tuple[int, ...] = (1, 2, 3, 4)  # blocks per level at 1/2, 1/4, 1/8, 1/16 resolution
     expand: int = 2  # inverted-residual expansion factor
     norm: str = "layer"  # sarcolornet blocks: "layer" (per-pixel LayerNorm), "batch" (BatchNorm) or "none"
     input_norm: str = "logpct"  # "logpct": log + scene percentile stretch; "seed": 8-bit/127.5-1
     polarisation: str = "VH"  # the polarisation the model was trained on (picked from dual-pol inputs)
-    tile: int = 512  # inference tile size (pixels)
-    overlap: int = 64  # inference tile overlap (pixels)
-    name: str = "sarcolornet"
+    tile: int = 1024  # inference tile size (pixels)
+    overlap: int = 128  # inference tile overlap (pixels)
+    name: str = "contextnet"
     extra: dict = field(default_factory=dict)  # free-form provenance (data, steps, seed)
     # colournet only: the optical renderings it was trained to give (one per kind of source), the one it
     # gives by default, and the annealed-mean temperature of its colour read-out.

@@ -63,10 +63,10 @@ log = logging.getLogger("sarcolor")
 DEFAULTS: dict = {
     "run_dir": "runs/default",
     "seed": 0,
-    "model": {},  # ModelConfig fields; {"arch": "pix2pix-seed"} gives the prototype's config
+    "model": {},  # ModelConfig fields (default: the shipped contextnet); {"arch": "pix2pix-seed"}: the prototype's
     "data": {},
     "train": {
-        "loss": "sarcolor",  # one of LOSS_ARCHS (below): the objective, which fixes the model.arch it trains
+        "loss": "regress",  # one of LOSS_ARCHS (below): the objective, which fixes the model.arch it trains
         "loss_weights": dict(losses.SARCOLOR_WEIGHTS),  # sarcolor loss: L1 + these x (1-SSIM, Lab, chroma)
         "steps": 10000, "max_minutes": 0,  # > 0: stop after this much training time (validation excluded)
         "stop_at": 0,  # > 0: stop (with a checkpoint) at this step without changing the schedule of `steps`
@@ -76,7 +76,7 @@ DEFAULTS: dict = {
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
         "ema": 0.999, "gan_weight": 0.0, "threads": 0,
         "light_weight": 1.0, "rebalance": 0.5,  # colour loss: L* term's weight; mix of the rebalancing prior
-        "ab_loss": "squared",  # regress loss: a*b* error squared or as CIEDE2000 (losses.regress_loss)
+        "ab_loss": "ciede2000",  # regress loss: a*b* error as CIEDE2000 or squared (losses.regress_loss)
         "balance_sources": False,  # draw each data source equally often (else in proportion to its area)
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
     },

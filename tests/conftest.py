@@ -11,11 +11,21 @@ from sarcolor.models import ModelConfig, SarColorNet, build_model, save_model
 
 # ../shared/data next to the repository (read-only real data; tests that need it skip where it is absent).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Former defaults that tests and benchmarks compare against: files in the repository, not in the package.
+BENCH_MODELS = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
+
+
+def bench_model(name: str) -> Path:
+    """benchmarks/models/<name>.safetensors (skips where the repository's files are not here)."""
+    path = BENCH_MODELS / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (a repository file, not part of the package)")
+    return path
 
 
 def tiny_config(**kw: object) -> ModelConfig:
     """A model small enough for tests (multiple 4), with small tiles so small images still have several."""
-    base = dict(width=8, enc_depths=(1, 1), tile=64, overlap=16, name="tiny-test")
+    base = dict(arch="sarcolornet", width=8, enc_depths=(1, 1), tile=64, overlap=16, name="tiny-test")
     base.update(kw)
     return ModelConfig(**base)  # type: ignore[arg-type]
 

@@ -331,7 +331,7 @@ def save_tiny_model(path: Path, tile: int) -> Path:
 
     from sarcolor.models import ModelConfig, build_model, save_model
 
-    cfg = ModelConfig(width=8, enc_depths=(1, 1), tile=tile, overlap=tile // 4, name="tiny")
+    cfg = ModelConfig(arch="sarcolornet", width=8, enc_depths=(1, 1), tile=tile, overlap=tile // 4, name="tiny")
     torch.manual_seed(0)
     save_model(path, build_model(cfg), cfg)
     return path

@@ -15,8 +15,10 @@ from torch import nn
 
 from sarcolor.errors import SarColorError
 from sarcolor.models import (
+    SHIPPED,
     Block,
     ChannelNorm,
+    ContextNet,
     ModelConfig,
     PatchDiscriminator,
     Pix2PixUNet,
@@ -30,7 +32,8 @@ from sarcolor.models import (
     seed_config,
 )
 
-TINY = ModelConfig(width=8, enc_depths=(1, 1), name="tiny")
+TINY = ModelConfig(arch="sarcolornet", width=8, enc_depths=(1, 1), name="tiny")
+SARCOLORNET = ModelConfig(arch="sarcolornet", width=24, tile=512, overlap=64, name="sarcolornet")  # a former default
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_patch_discriminator() -> None:
     assert PatchDiscriminator(1)(torch.zeros(1, 1, 64, 64), torch.zeros(1, 3, 64, 64)).shape == (1, 1, 8, 8)
 
 
-@pytest.mark.parametrize("cfg", [TINY, ModelConfig()], ids=["tiny", "default"])
+@pytest.mark.parametrize("cfg", [TINY, SARCOLORNET], ids=["tiny", "sarcolornet"])
 @pytest.mark.parametrize("hw", [(8, 8), (37, 53), (64, 96)])
 def test_sarcolornet_any_size(cfg: ModelConfig, hw: tuple[int, int]) -> None:
     net = SarColorNet(cfg).eval()
@@ -123,9 +126,24 @@ def test_unknown_norm() -> None:
         SarColorNet(replace(TINY, norm="group"))
 
 
-def test_default_sarcolornet_is_small() -> None:
-    net = build_model(ModelConfig())
+def test_sarcolornet_is_small() -> None:
+    net = build_model(SARCOLORNET)
     assert isinstance(net, SarColorNet) and count_params(net) < 2e6 and net.multiple == 16
+
+
+def test_default_config_is_the_shipped_architecture() -> None:
+    """``ModelConfig()`` builds what ships: the default model's configuration but for its name and renderings
+    (those come from the data it was trained on)."""
+    from dataclasses import asdict
+
+    shipped = SHIPPED["default"]
+    if not shipped.is_file():
+        pytest.skip(f"shipped model {shipped} not installed")
+    cfg = load_model("default")[1]
+    assert isinstance(build_model(ModelConfig()), ContextNet)
+    drop = ("name", "renders", "render", "extra")
+    assert {k: v for k, v in asdict(ModelConfig()).items() if k not in drop} == {
+        k: v for k, v in asdict(cfg).items() if k not in drop}
 
 
 def test_save_load_roundtrip(tmp_path: Path) -> None:
@@ -165,7 +183,7 @@ def test_bad_model_files_are_reported(tmp_path: Path) -> None:
     with pytest.raises(SarColorError, match="has no sarcolor config"):
         load_model(alien)
     wrong = tmp_path / "wrong.safetensors"
-    save_model(wrong, build_model(ModelConfig(width=16, enc_depths=(1, 1))), TINY)  # weights of another width
+    save_model(wrong, build_model(replace(TINY, width=16)), TINY)  # weights of another width
     with pytest.raises(SarColorError, match="weights do not match config sarcolornet"):
         load_model(wrong)
     bad_cfg = tmp_path / "badcfg.safetensors"

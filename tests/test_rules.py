@@ -181,3 +181,12 @@ def test_page_offers_the_packages_options() -> None:
     assert set(load_model("default")[1].renders) <= set(RENDER_NAMES)  # the shipped model's, in words
     app = (STATIC / "app.js").read_text()
     assert "render_names" in app and not any(f'"{name}"' in app for name in RENDER_NAMES)  # no copy in the page
+
+
+# ------------------------------------------------------------------------------------------ the package
+def test_the_package_ships_one_model() -> None:
+    """The wheel's weights are the default's alone (former defaults live in benchmarks/models/)."""
+    from sarcolor.models import SHIPPED, WEIGHTS_DIR
+
+    assert sorted(p.name for p in WEIGHTS_DIR.glob("*.safetensors")) == ["default.safetensors"]
+    assert set(SHIPPED.values()) == {WEIGHTS_DIR / "default.safetensors"}

@@ -36,7 +36,7 @@ SYNC_PIXELS = 96 * 96
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    cfg = ModelConfig(width=8, enc_depths=(1, 1), tile=64, overlap=16, name="tiny-test")
+    cfg = ModelConfig(arch="sarcolornet", width=8, enc_depths=(1, 1), tile=64, overlap=16, name="tiny-test")
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     save_model(path, SarColorNet(cfg), cfg, card="# tiny-test\n\nRandom weights, for tests only.")
     return path

@@ -56,7 +56,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory):
 
     model = SHIPPED["default"]
     if not model.exists():
-        cfg = ModelConfig(width=8, enc_depths=(1, 1), name="tiny-random")
+        cfg = ModelConfig(arch="sarcolornet", width=8, enc_depths=(1, 1), name="tiny-random")
         model = tmp_path_factory.mktemp("model") / "tiny-random.safetensors"
         save_model(model, SarColorNet(cfg), cfg, card="# tiny-random\n\nRandom weights: a test stand-in.")
     app = create_app(model=model, max_upload_mb=20, max_pixels=50e6, workers=1, ttl=600, device="cpu")
