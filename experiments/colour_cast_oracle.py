@@ -7,7 +7,7 @@ method: what is left after it is the error within the image (which place gets wh
 error mostly vanishes under ``image`` misses its images' colour balance, which is set by the optical rendering
 (volkov_s1s2's per-image 99th-percentile stretch) or the season (SEN1-2), not by the land cover the SAR shows.
 
-    python benchmarks/colour_cast_oracle.py --config configs/colournet.yaml --model default
+    python experiments/colour_cast_oracle.py --config configs/colournet.yaml --model default
 """
 
 from __future__ import annotations

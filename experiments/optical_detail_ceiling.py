@@ -15,7 +15,7 @@ On a config's held-out pairs, per source, with no model:
   correlation: detail measured by the radar, at the optical's strength, but not the optical's detail.
   Their SSIM and sharpness say what that detail costs in fidelity and how sharp it reads.
 
-    python benchmarks/optical_detail_ceiling.py [--config configs/colournet.yaml] [--per-source N]
+    python experiments/optical_detail_ceiling.py [--config configs/colournet.yaml] [--per-source N]
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ block colours over the truth's (1: as varied as the truth; near 0: one colour ev
 correlation of the block a* and b* with the truth's (1: the right colour in the right place; 0: no better
 than chance). A model that paints each source's average colour scores a low colour error and a spread near 0.
 
-    python benchmarks/colour_variation.py --config configs/colournet.yaml --models default colournet sarcolornet
+    python experiments/colour_variation.py --config configs/colournet.yaml --models default \\
+        benchmarks/models/colournet.safetensors benchmarks/models/sarcolornet.safetensors
 """
 
 from __future__ import annotations

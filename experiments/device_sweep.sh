@@ -2,7 +2,7 @@
 # The colour model's ablation sweep on a lent GPU machine (see the model card), run from the repo root there.
 # The data travels in ignored folders .gpudata_1.. (the files configs/colournet.yaml reads, laid out as
 # ../shared/data is) and rasterio as wheels in .whl (the device image lacks it). Usage there:
-#   bash benchmarks/device_sweep.sh MINUTES VARIANTS   e.g. 6.5 ref,norebal,norender,nobalance
+#   bash experiments/device_sweep.sh MINUTES VARIANTS   e.g. 6.5 ref,norebal,norender,nobalance
 set -euo pipefail
 minutes=${1:-6.5}; only=${2:-ref,norebal,norender,nobalance}
 if [ ! -d .site/rasterio ]; then
@@ -12,7 +12,7 @@ export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1
 mkdir -p .gpudata
 for p in .gpudata_*; do cp -rl "$p"/. .gpudata/; done
 sed -i 's#\.\./\.\./shared/data/#../.gpudata/#g' configs/colournet.yaml   # this machine's copy of the data
-python3 benchmarks/recipe_sweep.py --device cuda --minutes "$minutes" --only "$only" --no-evaluate \
+python3 experiments/recipe_sweep.py --device cuda --minutes "$minutes" --only "$only" --no-evaluate \
   --runs "$PWD/runs/sweep" 2>&1 | tail -20
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 for v in ${only//,/ }; do  # one file per variant (the machine returns at most 8 files)

@@ -5,7 +5,7 @@ Lee-filtered, tone-curved lightness; a*b* at 1/4 resolution set under that light
 guided filter), but with the truth's own a*b* (averaged over 4x4 pixels) in place of the model's. Its colour error
 alone and chroma ratio say what the composition itself costs; the rest of a model's error is the model's.
 
-    python benchmarks/sar_look_oracle.py --config configs/colournet.yaml --per-source 6
+    python experiments/sar_look_oracle.py --config configs/colournet.yaml --per-source 6
 """
 
 from __future__ import annotations

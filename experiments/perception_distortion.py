@@ -6,8 +6,8 @@ reference ("today's shipped model") that the ratios are taken against, in the sa
 fidelity-only selection give fog (low SWD realism, low sharpness); GANs give invented texture (worse
 CIEDE2000/SSIM): the table and the plane show where each candidate lands (Blau and Michaeli, CVPR 2018).
 
-    python benchmarks/perception_distortion.py --config configs/colournet.yaml \\
-        --models default colournet-detail=sarcolor/weights/colournet.safetensors pix2pix=runs/pix2pix-seed-colour \\
+    python experiments/perception_distortion.py --config configs/colournet.yaml \\
+        --models default colournet-detail=benchmarks/models/colournet.safetensors pix2pix=runs/pix2pix-seed-colour \\
         -o reports/perception-distortion [--per-source 10]
 
 Writes ``table.md`` (the rows below), ``plane.png`` (SWD vs CIEDE2000, one panel per source), ``summary.json``

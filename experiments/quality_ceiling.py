@@ -9,8 +9,8 @@ metrics reward and how much of the score is global colour. Scored exactly as ``s
   (perfect per-image colour calibration of what the SAR brightness says);
 - ``blurred-truth``: the truth box-blurred over 16 px (perfect colour at field scale, no fine detail).
 
-    python benchmarks/quality_ceiling.py                          # the default config's validation split
-    python benchmarks/quality_ceiling.py --config configs/sarcolornet.yaml --split val
+    python experiments/quality_ceiling.py                          # the default config's validation split
+    python experiments/quality_ceiling.py --config configs/sarcolornet.yaml --split val
 """
 
 from __future__ import annotations

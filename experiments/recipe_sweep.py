@@ -7,9 +7,9 @@ of its steps (``runs/sweep/NAME-2of3.safetensors``) and at the end (``NAME-end.s
 evaluate`` run scores every kept model on the config's validation split. On a CPU, run a few variants at a time
 (``--only``); the model card's sweep ran all of them at once on one GPU:
 
-    python benchmarks/recipe_sweep.py --device cuda --minutes 6.6          # all variants, then the evaluation
-    python benchmarks/recipe_sweep.py --only ref,ssim15 --device cpu --minutes 75
-    python benchmarks/recipe_sweep.py --evaluate-only                      # score what runs/sweep holds
+    python experiments/recipe_sweep.py --device cuda --minutes 6.6          # all variants, then the evaluation
+    python experiments/recipe_sweep.py --only ref,ssim15 --device cpu --minutes 75
+    python experiments/recipe_sweep.py --evaluate-only                      # score what runs/sweep holds
 """
 
 from __future__ import annotations
