@@ -68,6 +68,8 @@ def _add_colorize(sub: Subparsers) -> None:
     c.add_argument("--tta", action="store_true", help="average over flips (4x slower, slightly smoother)")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="a folder run's info lines for each file (default: one progress bar; errors always show)")
     where = c.add_mutually_exclusive_group()
     where.add_argument("--cluster", metavar="ADDRESS",
                        help="run on this Dask scheduler (e.g. tcp://host:8786); resumable; needs sarcolor[cluster]")
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             return colorize_on_cluster(args.inputs, args.output, address=args.cluster, workers=args.workers, **kw)
         from .engine import colorize_paths
 
-        return colorize_paths(args.inputs, args.output, **kw)
+        return colorize_paths(args.inputs, args.output, verbose=args.verbose, **kw)
     if args.command in ("train", "evaluate", "export"):
         require_torch(f"sarcolor {args.command}")
     if args.command == "train":

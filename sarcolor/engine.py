@@ -17,6 +17,7 @@ Public entry points:
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -25,7 +26,7 @@ import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -49,6 +50,7 @@ from .raster import (
     SarSource,
     check_output,
     gdal_env,
+    made_by_sarcolor,
     open_sar,
     output_driver,
 )
@@ -417,8 +419,10 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: Model, cfg: Model
     georef_kept = output_driver(dst) == "GTiff"
     check_look(look)
     render = check_render(cfg, render)
-    tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name, "SARCOLOR_LOOK": look} if georef_kept else {}
-    if georef_kept and render:  # which colour balance the file carries (provenance for the analyst)
+    # provenance, in every format (PNG: text chunks; JPEG: a comment): it also keeps a folder run from taking
+    # sarcolor's own outputs for inputs
+    tags = {"TIFFTAG_SOFTWARE": "sarcolor", "SARCOLOR_MODEL": cfg.name, "SARCOLOR_LOOK": look}
+    if render:  # which colour balance the file carries (provenance for the analyst)
         tags["SARCOLOR_RENDER"] = render
     with gdal_env(), open_sar(src, bands=_bands_arg(bands), polarisation=cfg.polarisation,
                               nodata=nodata) as source:
@@ -447,19 +451,52 @@ def colorize_file(src: str | Path, dst: str | Path, model_obj: Model, cfg: Model
     return SceneInfo(**{**info.__dict__, "output": dst})
 
 
-def _find_images(folder: Path, exclude: Path) -> list[Path]:
-    """Image files under ``folder`` (not hidden, not under ``exclude``: our own output folder)."""
-    out = []
+_OWN = "one of sarcolor's own outputs"
+
+
+def _entry_problem(p: Path, exclude: Path) -> str | None:
+    """Why a folder entry named like an image is not an input: a line's reason, "" to leave it out silently
+    (a folder, our output folder), ``_OWN``, or None for an input."""
+    try:
+        real = p.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13: a symlink loop
+        return "a symlink loop"
+    except OSError as exc:
+        return ("a link that leads nowhere" if p.is_symlink() and not os.path.lexists(os.path.realpath(p))
+                else "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or "cannot be read")
+    if real == exclude or exclude in real.parents or real.is_dir():
+        return ""  # never re-colorize our own outputs when -o is inside the input folder
+    if not real.is_file():
+        return "not a regular file"
+    return _OWN if made_by_sarcolor(real) else None
+
+
+def _find_images(folder: Path, exclude: Path) -> tuple[list[Path], list[str]]:
+    """Image files under ``folder`` (not hidden, not under ``exclude``: our own output folder, not sarcolor's
+    own outputs) and one error line for each entry that cannot be an input (a symlink loop, a dangling link,
+    a FIFO, a folder that cannot be listed); those never stop the run."""
+    found, problems, own = [], [], 0
     exclude = exclude.resolve()
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in READ_EXTS:
-            continue
-        real = p.resolve()
-        if real == exclude or exclude in real.parents or not p.is_file():
-            continue  # never re-colorize our own outputs when -o is inside the input folder
-        out.append(p)
-    return out
+
+    def unlistable(exc: OSError) -> None:
+        problems.append(f"sarcolor: error: {exc.filename}: cannot be listed ({exc.strerror}); skipped")
+
+    for root, dirs, files in os.walk(folder, onerror=unlistable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            p = Path(root) / name
+            if name.startswith(".") or p.suffix.lower() not in READ_EXTS:
+                continue
+            why = _entry_problem(p, exclude)
+            if why is None:
+                found.append(p)
+            elif why == _OWN:
+                own += 1
+            elif why:
+                problems.append(f"sarcolor: error: {p}: {why}; skipped")
+    if own:
+        log.info("%s: %d of sarcolor's own outputs left out", folder, own)
+    return sorted(found), sorted(problems)
 
 
 def input_paths(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -491,9 +528,10 @@ def plan_jobs(inputs: Sequence[Path], out: Path, out_ext: str) -> tuple[list[tup
     claimed: dict[Path, Path] = {}
     for src in inputs:
         if src.is_dir():
-            files = _find_images(src, out)
+            files, problems = _find_images(src, out)
+            errors += problems
             if not files:
-                if len(inputs) == 1:
+                if len(inputs) == 1 and not problems:
                     raise SarColorError(f"{src}: no images found ({', '.join(READ_EXTS)})")
                 log.warning("%s: no images found", src)
             pairs = [(f, out / f.relative_to(src).with_suffix(out_ext)) for f in files]
@@ -522,8 +560,9 @@ def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path
                    model: ModelLike = "default", scale: str = "auto", bands: Sequence[int] | None = None,
                    device: str = "auto", out_ext: str = ".tif", tta: bool = False, overwrite: bool = False,
                    quiet: bool = False, nodata: float | None = None, look: str = "sar",
-                   render: str | None = None) -> int:
+                   render: str | None = None, verbose: bool = False) -> int:
     """The ``sarcolor colorize`` command in one process: file -> file, or files and folders -> a folder.
+    ``verbose``: a folder run's info lines for each file (else one progress bar, and errors).
 
     Returns the exit code: 0, or 1 if any file of a batch failed (each failure is one line on stderr).
     A single file's problem raises SarColorError. ``sarcolor.cluster`` runs the same on a Dask cluster.
@@ -547,11 +586,11 @@ def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path
                      info.seconds)
             return 0
         return _colorize_batch(srcs, out, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
-                               quiet=quiet, **kw)
+                               quiet=quiet, verbose=verbose, **kw)
 
 
 def _colorize_batch(srcs: list[Path], out: Path, *, model: ModelLike, device: str, out_ext: str,
-                    overwrite: bool, quiet: bool, **kw: object) -> int:
+                    overwrite: bool, quiet: bool, verbose: bool = False, **kw: object) -> int:
     jobs, errors = plan_jobs(srcs, out, out_ext)
     net, cfg = get_model(model, device)
     check_render(cfg, kw.get("render"))  # once, not as every file's error  # type: ignore[arg-type]
@@ -560,17 +599,48 @@ def _colorize_batch(srcs: list[Path], out: Path, *, model: ModelLike, device: st
         tqdm.write(line, file=sys.stderr)
     done = skipped = 0
     failed = len(errors)
-    for f, dst in tqdm(jobs, unit="file", disable=quiet):
-        if dst.exists() and not overwrite:
-            skipped += 1
-            continue
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            colorize_file(f, dst, net, cfg, progress=False, **kw)  # type: ignore[arg-type]
-            done += 1
-        except (SarColorError, OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file
-            failed += 1                                                                 # must not stop a batch
-            tqdm.write(error_line(f, exc), file=sys.stderr)
+    made: list[Path] = []  # folders this run created (a mirrored tree): those left empty by failures go again
+    with _info_lines(verbose):
+        for f, dst in tqdm(jobs, unit="file", disable=quiet):
+            if dst.exists() and not overwrite:
+                skipped += 1
+                continue
+            try:
+                made += _make_folder(dst.parent)
+                info = colorize_file(f, dst, net, cfg, progress=False, **kw)  # type: ignore[arg-type]
+                log.info("%s -> %s (%dx%d, %.1f s)", f, dst, info.width, info.height, info.seconds)
+                done += 1
+            except (SarColorError, OSError, RuntimeError, ValueError, MemoryError) as exc:  # one bad file
+                failed += 1                                                                 # must not stop a batch
+                tqdm.write(error_line(f, exc), file=sys.stderr)
+    for folder in reversed(made):
+        with suppress(OSError):  # not empty: it holds outputs
+            folder.rmdir()
     log.info("%d colorized, %d skipped (already there), %d failed -> %s", done, skipped, failed, out)
     return 1 if failed else 0
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those it created, outermost first."""
+    missing, p = [], folder
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+@contextmanager
+def _info_lines(verbose: bool) -> Iterator[None]:
+    """A folder run's per-file info lines only with --verbose: one progress bar otherwise (warnings and
+    errors always show)."""
+    if verbose or log.getEffectiveLevel() > logging.INFO:
+        yield
+        return
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 

@@ -402,6 +402,19 @@ def palette_lut(ds: DatasetReader, band: int, name: str) -> tuple[np.ndarray, np
     return grey, known
 
 
+def made_by_sarcolor(path: Path) -> bool:
+    """Is this image one of sarcolor's own outputs (its provenance tags, or its JPEG comment)?"""
+    try:
+        with gdal_env(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                tags = ds.tags()
+    except _GDAL_ERRORS:
+        return False  # unreadable: the run reports it as that file's error
+    return tags.get("TIFFTAG_SOFTWARE") == "sarcolor" or "SARCOLOR_MODEL" in tags or tags.get(
+        "COMMENT", "").lower().startswith("sarcolor")
+
+
 def _open(path: Path) -> Any:
     """rasterio.open with every failure turned into a one-line SarColorError naming the file."""
     if not path.exists():
@@ -726,7 +739,8 @@ class RGBWriter:
                 self.temps.append(final)
                 # zlevel 1: a sixth of the default 6's time for ~17% larger files (zlevel 3: 40% slower than 1
                 # for 7% smaller files); colorized SAR is texture-rich and compresses little either way.
-                opts = {"quality": 95} if self.driver == "JPEG" else {"zlevel": 1}
+                opts = ({"quality": 95, "COMMENT": "sarcolor"} if self.driver == "JPEG"
+                        else {"zlevel": 1, "WRITE_METADATA_AS_TEXT": "YES"})
                 rasterio.shutil.copy(self.tmp or self.ds, final, driver=self.driver, **opts)
         assert final is not None
         return final
