@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from threadpoolctl import threadpool_limits
 
 from . import lightnet
 from .errors import SarColorError, WriteFailed, require_torch
@@ -183,18 +182,15 @@ Predict = Callable[[np.ndarray], np.ndarray]  # (B, C, h, w) model input -> (B, 
 
 
 @contextmanager
-def _runtime(model: Model, cfg: ModelConfig, tile_pixels: int, tta: bool, look: str, render: str | None,
-             tone: tuple[float, float] | None) -> Iterator[tuple[Predict, int]]:
-    """The model's predict function and how many tiles it takes at once, while inference is set up."""
-    threads = inference_threads()
-    if isinstance(model, LightNet):
-        index = model.render_index(render)
-        run = functools.partial(_light_tile, model, tta=tta, look=look, render=index, tone=tone)
+def _light_runtime(run: Callable[..., np.ndarray], threads: int) -> Iterator[tuple[Predict, int]]:
+    """The numpy runtime's predict function: tiles side by side in ``threads`` threads, or a lone tile's bands
+    of rows (a scene of one tile); numpy releases the GIL in its array operations."""
+    # The head's matrix products are small: BLAS's own threads on top of these would only contend (and spin:
+    # 2-4x the CPU time of a tile, measured), so BLAS runs one thread a call while inference lasts.
+    with threadpool_limits(1, user_api="blas"):
         if threads == 1:
             yield (lambda batch: np.stack([run(x) for x in batch])), 1
             return
-        # Threads (numpy releases the GIL in its array operations): several tiles side by side, or the bands
-        # of a lone tile's rows (a scene of one tile)
         with ThreadPoolExecutor(threads) as pool:
             def predict(batch: np.ndarray) -> np.ndarray:
                 if len(batch) == 1:
@@ -202,6 +198,18 @@ def _runtime(model: Model, cfg: ModelConfig, tile_pixels: int, tta: bool, look: 
                 return np.stack(list(pool.map(run, batch)))
 
             yield predict, threads
+
+
+@contextmanager
+def _runtime(model: Model, cfg: ModelConfig, tile_pixels: int, tta: bool, look: str, render: str | None,
+             tone: tuple[float, float] | None) -> Iterator[tuple[Predict, int]]:
+    """The model's predict function and how many tiles it takes at once, while inference is set up."""
+    threads = inference_threads()
+    if isinstance(model, LightNet):
+        index = model.render_index(render)
+        run = functools.partial(_light_tile, model, tta=tta, look=look, render=index, tone=tone)
+        with _light_runtime(run, threads) as runtime:
+            yield runtime
         return
     rt = _torch_runtime()
     device = rt.model_device(model)
@@ -283,6 +291,27 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
+class _NoBar:
+    """What ``_run`` needs of a progress bar, when none is shown."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _tile_bar(total: int, name: str, show: bool) -> Any:
+    if not show:  # tqdm is imported only to draw a bar (its import is a tenth of the light path's start-up)
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tile", desc=name, leave=False)
+
+
 def _run(source: SarSource, model: Model, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
          tta: bool, progress: Progress, look: str = "sar", render: str | None = None) -> None:
     multiple = int(getattr(model, "multiple", 1))
@@ -291,8 +320,7 @@ def _run(source: SarSource, model: Model, cfg: ModelConfig, plan: _Plan, sink: R
     acc = StripAccumulator(source.width)
     total = sum(len(r) for r in plan.grid)
     report = progress if callable(progress) else None
-    bar = tqdm(total=total, unit="tile", desc=Path(source.name).name, disable=progress is not True,
-               leave=False)
+    bar = _tile_bar(total, Path(source.name).name, progress is True)
     done_tiles = 0
     tone = plan.stats.tone_map()  # one scene, one tone: the same for every tile
     with bar, _runtime(model, cfg, th * tw, tta, look, render, tone) as (predict, per_batch):
@@ -570,7 +598,7 @@ def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path
     srcs, out = input_paths(inputs), Path(output)
     check_look(look)
     kw = dict(scale=scale, bands=bands, nodata=nodata, tta=tta, look=look, render=render)
-    with logging_redirect_tqdm():
+    with _log_around_bars(quiet):
         if len(srcs) == 1 and srcs[0].is_file():
             src = srcs[0]
             if out.is_dir():
@@ -589,8 +617,19 @@ def colorize_paths(inputs: str | Path | Sequence[str | Path], output: str | Path
                                quiet=quiet, verbose=verbose, **kw)
 
 
+def _log_around_bars(quiet: bool) -> Any:
+    """Log lines printed above the progress bars, not through them (nothing to do when quiet)."""
+    if quiet:
+        return nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
 def _colorize_batch(srcs: list[Path], out: Path, *, model: ModelLike, device: str, out_ext: str,
                     overwrite: bool, quiet: bool, verbose: bool = False, **kw: object) -> int:
+    from tqdm import tqdm
+
     jobs, errors = plan_jobs(srcs, out, out_ext)
     net, cfg = get_model(model, device)
     check_render(cfg, kw.get("render"))  # once, not as every file's error  # type: ignore[arg-type]
