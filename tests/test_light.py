@@ -115,9 +115,9 @@ def test_look_pieces_equal_torchs() -> None:
                                atol=1e-5)
 
 
-def test_the_default_model_runs_on_numpy_and_others_on_torch() -> None:
+def test_the_default_model_runs_on_numpy_and_others_on_torch(tiny_model_path: Path) -> None:
     assert isinstance(get_model("default")[0], LightNet)
-    assert isinstance(get_model("sarcolornet")[0], torch.nn.Module)
+    assert isinstance(get_model(tiny_model_path)[0], torch.nn.Module)  # a sarcolornet
 
 
 def _scenes() -> dict[str, np.ndarray]:
@@ -181,17 +181,17 @@ assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is
         assert rgb.shape == (3, 160, 200) and rgb.reshape(3, -1).std(1).min() > 3
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--model", "sarcolornet"], "model sarcolornet (sarcolornet) needs PyTorch: pip install 'sarcolor[train]'"),
-    (["--device", "cuda"], "--device cuda needs PyTorch: pip install 'sarcolor[train]'"),
-])
-def test_a_model_that_needs_torch_is_a_one_line_error_without_it(tmp_path: Path, args: list[str],
-                                                                 message: str) -> None:
+@pytest.mark.parametrize("case", ["a torch model", "a GPU"])
+def test_a_model_that_needs_torch_is_a_one_line_error_without_it(tmp_path: Path, tiny_model_path: Path,
+                                                                 case: str) -> None:
     write_geotiff(tmp_path / "in.tif", sar_db(40, 40)[None])
+    args = ["--model", str(tiny_model_path)] if case == "a torch model" else ["--device", "cuda"]
+    message = (f"model {tiny_model_path} (sarcolornet)" if case == "a torch model" else "--device cuda")
     code = f"from sarcolor.cli import main; sys.exit(main(['colorize', 'in.tif', '-o', 'out.tif', *{args!r}]))"
     done = _run_without_torch(code, tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"sarcolor: error: {message}"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"sarcolor: error: {message} needs PyTorch: pip install 'sarcolor[train]'")
     assert "Traceback" not in done.stderr and not (tmp_path / "out.tif").exists()
 
 
