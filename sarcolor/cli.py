@@ -138,7 +138,7 @@ def _require_serve_extra() -> None:
         missing.append("python-multipart")
     if missing:
         raise SarColorError(f"sarcolor serve needs the [serve] extra ({', '.join(missing)} not installed): "
-                            "pip install -e '.[serve]'")
+                            "pip install 'sarcolor[serve]'")
 
 
 def _importable(module: str) -> bool:

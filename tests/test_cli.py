@@ -37,7 +37,7 @@ def test_serve_without_the_serve_extra_is_a_one_line_error(monkeypatch: pytest.M
     assert main(["serve", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err == "sarcolor: error: sarcolor serve needs the [serve] extra (fastapi not installed): " \
-                  "pip install -e '.[serve]'\n"
+                  "pip install 'sarcolor[serve]'\n"
 
 
 def test_an_existing_output_does_not_hide_a_bad_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -29,7 +29,10 @@ def test_the_embedded_card_of_each_model_file_is_short_and_current(path: Path) -
 
 
 def test_the_short_card_to_embed_fits() -> None:
-    card = (ROOT / "docs" / "model-card-embedded.md").read_text(encoding="utf-8")
+    path = ROOT / "docs" / "model-card-embedded.md"
+    if not path.is_file():
+        pytest.skip(f"{path} not here (a repository file, not part of the package)")
+    card = path.read_text(encoding="utf-8")
     assert check_card(card, "docs/model-card-embedded.md") == card
     with pytest.raises(SarColorError, match=r"x\.md: the card is 4096 bytes; an embedded model card must be under"):
         check_card("a" * 4096, "x.md")

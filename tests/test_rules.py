@@ -142,7 +142,6 @@ def test_8bit_pixels_mean_8bit_scale(tmp_path: Path, dtype: type, want: str) -> 
 # ------------------------------------------------------------------ option lists copied outside the package
 ROOT = Path(__file__).resolve().parents[1]
 QGIS = ROOT / "qgis_plugin" / "sarcolor_qgis"
-STATIC = ROOT / "sarcolor" / "static"
 
 
 @pytest.mark.skipif(not QGIS.is_dir(), reason="the QGIS plugin's source (qgis_plugin/) is not here")
@@ -169,17 +168,19 @@ def test_qgis_plugin_offers_the_packages_options() -> None:
 
 def test_page_offers_the_packages_options() -> None:
     """The page's scale choices and look buttons are the package's; rendering names come from the server."""
+    import sarcolor
     from sarcolor.looks import LOOKS
     from sarcolor.models import load_model
     from sarcolor.preprocess import SCALES
     from sarcolor.server import RENDER_NAMES
 
-    html = (STATIC / "index.html").read_text()
+    static = Path(sarcolor.__file__).parent / "static"  # the page as installed
+    html = (static / "index.html").read_text()
     select = re.search(r'<select id="scale".*?</select>', html, re.S)
     assert select and tuple(re.findall(r'<option value="([^"]+)"', select[0])) == SCALES
     assert tuple(re.findall(r'name="look" value="([^"]+)"', html)) == LOOKS
     assert set(load_model("default")[1].renders) <= set(RENDER_NAMES)  # the shipped model's, in words
-    app = (STATIC / "app.js").read_text()
+    app = (static / "app.js").read_text()
     assert "render_names" in app and not any(f'"{name}"' in app for name in RENDER_NAMES)  # no copy in the page
 
 
