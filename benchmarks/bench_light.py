@@ -9,6 +9,7 @@ Each process's wall time and peak RSS (``os.wait4``) are recorded; medians are r
 
     python benchmarks/bench_light.py                         # a 1024 x 1024 scene, 5 runs each
     python benchmarks/bench_light.py --size 20000 --repeats 1 # throughput and peak RSS on a large scene
+    python benchmarks/bench_light.py --size 20000 --repeats 1 --only light
     python benchmarks/bench_light.py --site-packages /tmp/light-venv/lib/python3.11/site-packages
 
 The 1024 px scene is volkov_s1s2's first SAR tile where ../shared/data has it, else a generated dB GeoTIFF.
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1024, help="scene side in pixels (default: 1024)")
     p.add_argument("--repeats", type=int, default=5, help="runs of each (default: 5)")
+    p.add_argument("--only", choices=("light", "torch"), help="run one side only (the large scene takes long)")
     p.add_argument("--site-packages", nargs="*", default=[], type=Path, metavar="DIR",
                    help="report the installed size of these folders (say, a light venv's site-packages)")
     args = p.parse_args(argv)
@@ -81,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scene: {src} ({args.size} x {args.size}); {args.repeats} runs each, alternating")
         times: dict[str, list[tuple[float, float, float]]] = {"light": [], "torch": [], "import torch": []}
         for _ in range(args.repeats):
-            times["light"].append(run(LIGHT, str(src), out))
-            times["torch"].append(run(TORCH, str(src), out))
-            if args.size <= 4096:
+            if args.only != "torch":
+                times["light"].append(run(LIGHT, str(src), out))
+            if args.only != "light":
+                times["torch"].append(run(TORCH, str(src), out))
+            if args.size <= 4096 and args.only is None:
                 times["import torch"].append(run("import torch"))
     mp = args.size * args.size / 1e6
     med = {k: statistics.median(t for t, _, _ in v) for k, v in times.items() if v}
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu, rss = statistics.median(c for _, c, _ in runs), max(r for _, _, r in runs)
             print(f"{name:>12}: median {med[name]:.2f} s wall (runs {', '.join(f'{t:.2f}' for t, _, _ in runs)}), "
                   f"{cpu:.2f} s CPU; {mp / med[name]:.2f} MP/s whole process; peak RSS {rss:.0f} MiB")
-    print(f"light vs torch: {med['torch'] / med['light']:.2f}x faster (whole process, median)")
+    if args.only is None:
+        print(f"light vs torch: {med['torch'] / med['light']:.2f}x faster (whole process, median)")
     return 0
 
 
