@@ -5,8 +5,11 @@ configuration when none is shipped), runs ``--clients`` request loops for ``--mi
 server. The mix: small PNGs and dual-pol GeoTIFFs (answered with the PNG), a scene above the synchronous
 limit (a job, whose worker process is replaced afterwards), a scene meant to run past ``--job-timeout``
 (killed, 413, unless the machine is fast enough), pixel bombs, uploads over the size limit, truncated,
-GIF, complex (SLC-like), colour and too-small images, requests without a file, input previews; plus, now
-and then, a client that never finishes its headers and one whose body stalls (both must get 408).
+GIF, complex (SLC-like), colour and too-small images, requests without a file, input previews, uploads
+posted by a page of another site (an ``Origin`` not ours) and requests naming another host (DNS rebinding),
+both of which must get 403; plus, now and then, a client that never finishes its headers and one whose body
+stalls (both must get 408). The server runs with ``--max-storage-mb``; the size of its kept files is sampled
+and must stay within the cap (plus the newest job's files, which are always kept).
 
 Reported: requests and final HTTP codes by kind (a job counts with its final status), latency percentiles,
 5xx and transport errors, and the memory of the server's whole process tree (server, worker processes,
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import shutil
 import socket
@@ -102,7 +106,12 @@ def make_uploads(tmp: Path, max_upload_mb: float, sync_side: int, heavy_side: in
         "colour_png": (5, _png(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)), {422}),
         "too_small": (5, _png(rng.integers(0, 256, (4, 4), dtype=np.uint8)), {422}),
         "no_file": (3, None, {422}),
+        "cross_origin_post": (4, good, {403}),
+        "wrong_host": (4, good, {403}),
     }
+
+
+HEADERS = {"cross_origin_post": {"Origin": "http://drive-by.example"}, "wrong_host": {"Host": "rebound.example"}}
 
 
 # ------------------------------------------------------------------ the clients
@@ -126,7 +135,8 @@ class Soak:
         files = {"file": ("scene.bin", data, "application/octet-stream")} if data is not None else None
         t0 = time.perf_counter()
         try:
-            r = client.post("/api/colorize", files=files, data=None if files else {"x": "1"})
+            r = client.post("/api/colorize", files=files, data=None if files else {"x": "1"},
+                            headers=HEADERS.get(kind))
             code = r.status_code
             if code == 202:  # a job: its final status is what counts
                 job_id = r.json()["id"]
@@ -163,9 +173,9 @@ class Soak:
         n = 0
         while not self.stop.wait(every):
             n += 1
-            partial = b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Le"
-            body = (b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                    b"Content-Length: 100000\r\n\r\n--b\r\n")
+            partial = b"POST /api/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"
+            body = (b"POST /api/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
             kind, data = ("slow_headers", partial) if n % 3 else ("slow_body", body)
             t0 = time.perf_counter()
             try:
@@ -189,6 +199,16 @@ class Soak:
         time.sleep(2)  # in-flight requests that were refused or answered finish their last bytes
 
 
+def _folder_mb(folder: Path) -> float:
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except OSError:  # deleted while we looked
+            pass
+    return total / 2**20
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -208,6 +228,7 @@ def main() -> int:
                     help="side of the upload meant to run past the job timeout (default 6000)")
     ap.add_argument("--sample-s", type=float, default=10.0, help="memory sampling interval (default 10)")
     ap.add_argument("--slow-client-s", type=float, default=40.0, help="a slow client every this many s (40)")
+    ap.add_argument("--max-storage-mb", type=float, default=256.0, help="the server's storage cap (default 256)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
@@ -221,10 +242,12 @@ def main() -> int:
     port = free_port()
     cmd = [sys.executable, "-m", "sarcolor", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
            "--max-upload-mb", str(max_upload_mb), "--max-pixels", "64e6", "--job-timeout", str(args.job_timeout),
-           "--ttl", "120"]
+           "--ttl", "120", "--max-storage-mb", str(args.max_storage_mb)]
     log_path = tmp / "server.log"
     log_file = open(log_path, "w")  # a file, not a pipe: a full pipe would stall the server
-    server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    store = tmp / "server-tmp"  # the server's job folders land here (TMPDIR), so that their size can be sampled
+    store.mkdir()
+    server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(store)})
     base = f"http://127.0.0.1:{port}"
     soak = Soak(base, uploads, args.seed)
     samples: list[dict] = []
@@ -236,7 +259,8 @@ def main() -> int:
 
             def sampler() -> None:
                 while not soak.stop.wait(args.sample_s):
-                    samples.append({"t_s": round(time.time() - t_start), **tree_memory_mb(server.pid)})
+                    samples.append({"t_s": round(time.time() - t_start), **tree_memory_mb(server.pid),
+                                    "storage_mb": round(_folder_mb(store), 1)})
 
             threads = [threading.Thread(target=soak.client_loop, args=(i,), daemon=True) for i in range(args.clients)]
             threads += [threading.Thread(target=sampler, daemon=True),
@@ -271,6 +295,7 @@ def main() -> int:
         by_kind[kind][code] += 1
         latency[kind].append(dt)
     codes = Counter(code for _, code, _ in soak.results)
+    peak_storage = max((s["storage_mb"] for s in samples), default=0.0)
     expected = {k: v[2] for k, v in uploads.items()} | {"input_preview": {200}, "slow_headers": {408},
                                                        "slow_body": {408}}
     unexpected = {k: {str(c): n for c, n in cnt.items() if c not in expected[k]} for k, cnt in by_kind.items()}
@@ -288,6 +313,7 @@ def main() -> int:
                       "idle_at_end": mem_end, "end_over_start_tree_rss": round(ratio, 3),
                       "peak_tree_rss_sampled": max((s["tree_rss"] for s in samples), default=0),
                       "peak_tree_pss_sampled": max((s["tree_pss"] for s in samples), default=0)},
+        "storage_mb": {"cap": args.max_storage_mb, "peak_sampled": peak_storage},
         "memory_timeline": samples,
         "server_log_tracebacks": server_log.count("Traceback"),
     }
@@ -296,10 +322,14 @@ def main() -> int:
         f"{s['t_s']}: {s['tree_rss']:.0f}/{s['tree_pss']:.0f} ({s['processes']})" for s in samples))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    ok = result["5xx"] == 0 and result["transport_errors"] == 0 and 0.8 <= ratio <= 1.2
+    # the newest finished job (and any running one) is kept whatever the cap: allow a large job's files on top
+    storage_ok = peak_storage <= args.max_storage_mb + 150
+    ok = (result["5xx"] == 0 and result["transport_errors"] == 0 and 0.8 <= ratio <= 1.2 and storage_ok
+          and not result["unexpected_codes"])
     if not ok:
         print(f"FAILED: 5xx={result['5xx']} transport errors={result['transport_errors']} "
-              f"idle tree RSS end/start={ratio:.2f}", file=sys.stderr)
+              f"idle tree RSS end/start={ratio:.2f} storage peak={peak_storage:.0f} MB "
+              f"(cap {args.max_storage_mb:g}) unexpected={result['unexpected_codes']}", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -127,6 +127,11 @@ def _add_serve(sub: Subparsers) -> None:
     s.add_argument("--max-pixels", type=float, default=400e6, help="largest accepted image, in pixels")
     s.add_argument("--workers", type=int, default=1, help="concurrent colorize jobs")
     s.add_argument("--ttl", type=float, default=3600.0, help="seconds before uploads and results are deleted")
+    s.add_argument("--max-storage-mb", type=float, default=2048.0,
+                   help="cap on all kept uploads and results together; the oldest results are deleted first")
+    s.add_argument("--allowed-hosts", metavar="NAMES",
+                   help="Host names to answer besides loopback ones and --host, comma-separated, e.g. the server's "
+                        "name when served to a team ('*': any; default: none)")
     s.add_argument("--job-timeout", type=float, default=600.0,
                    help="seconds one image may take; a longer job is stopped and answered 413 (default: 600)")
 

@@ -20,13 +20,18 @@ Design, in the order a request meets it:
   the memory that job needed goes back to the system; the server process itself never decodes pixels for
   inference. Inference is ``sarcolor.engine.colorize_file``, the same code path as ``sarcolor colorize``.
 - Whatever an upload contains, the answer is the image or a 4xx JSON error; a 500 means a bug in sarcolor.
-- A janitor thread deletes each job's folder ``ttl`` seconds after the job finished.
+- A janitor thread deletes each job's folder ``ttl`` seconds after the job finished, and the oldest finished
+  jobs first whenever all kept files together pass ``max_storage_mb``.
+- Requests name one of the server's own hosts (``Host``: loopback names unless ``allowed_hosts`` says more),
+  or get 403: a web page that had our address resolved under its own name (DNS rebinding) reaches nothing.
+  A POST sent by a page of another origin (``Origin``, ``Sec-Fetch-Site``) gets 403 too: no drive-by uploads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -35,12 +40,13 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
@@ -82,6 +88,8 @@ _MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers around the file
 # Slow clients (the numbers of Apache's mod_reqtimeout): headers within 10 s; the body within 30 s plus one
 # second per 16 KiB received, so an upload is never cut off while it keeps arriving at 16 KiB/s or more.
 HEADER_TIMEOUT = 10.0
+RECENT_S = 5.0  # a job finished this recently keeps its files whatever the storage cap: its client is downloading
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})  # the Host names answered by default
 BODY_GRACE = 30.0
 BODY_MIN_RATE = 16 * 1024
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -313,13 +321,16 @@ class Job:
 class JobManager:
     """Owns the private folder, the worker pool, the job table and the janitor."""
 
-    def __init__(self, run: Callable[[Job], None], *, workers: int, max_queue: int, ttl: float) -> None:
+    def __init__(self, run: Callable[[Job], None], *, workers: int, max_queue: int, ttl: float,
+                 max_storage: int = 2048 * 2**20) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sarcolor-serve-"))  # mode 0700: private to this user
         self.root.chmod(0o700)
         self._run = run
         self.workers = workers
         self.max_queue = max_queue
         self.ttl = ttl
+        self.max_storage = max_storage
+        self._sizes: dict[str, tuple[int, int]] = {}  # job id -> (its folder's mtime, bytes in it then)
         self.jobs: dict[str, Job] = {}
         self._pending: set[str] = set()  # folders of uploads still being checked, not yet jobs
         self._lock = threading.Lock()
@@ -388,6 +399,42 @@ class JobManager:
             job.error, job.error_status, job.status = f"internal error ({exc.__class__.__name__})", 500, "failed"
         finally:
             job.finished = time.time()
+            self.enforce_cap()
+
+    def _bytes(self, job: Job) -> int:
+        """The bytes in a job's folder (re-counted only when the folder changed: files are renamed in)."""
+        try:
+            mtime = job.folder.stat().st_mtime_ns
+            cached = self._sizes.get(job.id)
+            if cached is None or cached[0] != mtime:
+                cached = (mtime, sum(e.stat().st_size for e in os.scandir(job.folder) if e.is_file()))
+                self._sizes[job.id] = cached
+        except FileNotFoundError:
+            return 0
+        return cached[1]
+
+    def enforce_cap(self, now: float | None = None) -> int:
+        """Delete finished jobs, oldest first, while all kept files together pass ``max_storage``; the newest
+        finished job and any that finished in the last ``RECENT_S`` seconds are spared (their clients are
+        fetching the results now). Returns how many jobs went."""
+        now = time.time() if now is None else now
+        with self._lock:
+            jobs = self._snapshot()
+            total = sum(self._bytes(j) for j in jobs)
+            old = sorted((j for j in jobs if j.finished is not None), key=lambda j: j.finished or 0.0)[:-1]
+            gone = []
+            for job in (j for j in old if now - (j.finished or now) >= RECENT_S):
+                if total <= self.max_storage:
+                    break
+                total -= self._bytes(job)
+                del self.jobs[job.id]
+                self._sizes.pop(job.id, None)
+                gone.append(job)
+        for job in gone:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        if gone:
+            log.info("storage cap of %.0f MB: the %d oldest result(s) deleted", self.max_storage / 2**20, len(gone))
+        return len(gone)
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)  # a dict lookup: the id never becomes a path unless it is ours
@@ -403,7 +450,9 @@ class JobManager:
             for job in expired:
                 del self.jobs[job.id]
         for job in expired:
+            self._sizes.pop(job.id, None)
             shutil.rmtree(job.folder, ignore_errors=True)
+        self.enforce_cap(now)
         for folder in self.root.iterdir():  # strays (e.g. left by a crash) get the same ttl
             if folder.name not in self.jobs and folder.name not in self._pending:
                 try:
@@ -447,6 +496,43 @@ class ServerConfig:
     max_queue: int
     device: str
     job_timeout: float
+    max_storage_bytes: int = 2048 * 2**20
+    allowed_hosts: frozenset[str] | None = None  # None: any Host
+
+
+def _host_name(host: str) -> str:
+    """A Host header's name without its port ("[::1]:8000" -> "::1")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class _SameOrigin:
+    """ASGI middleware: 403 unless the request names one of our hosts, and, for a state-changing request from a
+    browser, unless the page that sent it is ours (its ``Origin`` is our own ``Host``)."""
+
+    def __init__(self, app: Any, hosts: frozenset[str] | None) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        why = None
+        if self.hosts is not None and _host_name(host) not in self.hosts:
+            why = (f"Host {host[:64]!r} is not served here (a server for a team: sarcolor serve --allowed-hosts "
+                   "NAME,...)")
+        elif scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            origin = headers.get(b"origin")
+            if (origin is not None and urlsplit(origin.decode("latin-1")).netloc.lower() != host.lower()
+                    or headers.get(b"sec-fetch-site") == b"cross-site"):
+                why = "a request from a page of another site is refused"
+        if why is None:
+            return await self.app(scope, receive, send)
+        resp = JSONResponse({"detail": why}, status_code=403, headers={"Connection": "close"})
+        return await resp(scope, receive, send)
 
 
 class _BodyLimit:
@@ -548,6 +634,11 @@ def _full_png(_state: Any, src: Path, dst: Path, *, progress: Callable[[int, int
 
 def _worker_state(model: Any, device: str) -> tuple[Any, Any]:
     """Load the model in a worker process, once: (module, config)."""
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore, registered with the server's resource tracker: a
+    # worker killed (timeout, recycle) never unregisters it, and the tracker warns of a leak at shutdown.
+    tqdm.set_lock(threading.RLock())
     module, cfg, _, _ = _load(model, device)
     return module, cfg
 
@@ -641,7 +732,8 @@ class _Service:
         self.module, self.cfg, self.model_name, self.card = _load(model, "cpu")
         self.pool = WorkerPool(conf.workers, _worker_state,
                                (model if isinstance(model, tuple) else str(resolve_model_path(model)), conf.device))
-        self.jobs = JobManager(self.run_job, workers=conf.workers, max_queue=conf.max_queue, ttl=conf.ttl)
+        self.jobs = JobManager(self.run_job, workers=conf.workers, max_queue=conf.max_queue, ttl=conf.ttl,
+                               max_storage=conf.max_storage_bytes)
         self.static = _load_static()
 
     def run_job(self, job: Job) -> None:
@@ -680,6 +772,7 @@ class _Service:
                 "limits": {"max_upload_mb": conf.max_upload_bytes / 2**20, "max_pixels": conf.max_pixels,
                            "sync_max_pixels": conf.sync_max_pixels, "preview_max": conf.preview_max,
                            "ttl_s": conf.ttl, "job_timeout_s": conf.job_timeout,
+                           "max_storage_mb": conf.max_storage_bytes / 2**20,
                            "formats": ["png", "jpeg", "tiff"]}}
 
     def status(self, job: Job) -> dict:
@@ -767,23 +860,29 @@ class _Service:
 def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixels: float = 400e6,
                workers: int = 1, ttl: float = 3600.0, sync_max_pixels: int = 2048 * 2048,
                preview_max: int = 4096, max_queue: int = 64, device: str = "auto",
-               job_timeout: float = 600.0) -> FastAPI:
+               job_timeout: float = 600.0, max_storage_mb: float = 2048.0,
+               allowed_hosts: Iterable[str] | None = LOOPBACK_HOSTS) -> FastAPI:
     """Build the FastAPI app. ``model`` is a shipped name, a .safetensors path or a (module, config) pair.
 
     Images up to ``sync_max_pixels`` are answered with the PNG directly (unless ``?async=1``); larger ones
     get a job id, and the worker process that ran them is replaced afterwards (memory back to the system).
     ``preview_max`` caps the long side of the images the page displays. A job running longer than
-    ``job_timeout`` seconds is killed and answered 413.
+    ``job_timeout`` seconds is killed and answered 413. Kept files together stay under ``max_storage_mb`` (the
+    oldest results go first). Requests must name a host in ``allowed_hosts`` (None or "*": any).
     """
-    if workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0 or job_timeout <= 0:
-        raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel, ttl and job time "
-                            "limits, please")
+    if (workers < 1 or max_queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or ttl <= 0 or job_timeout <= 0
+            or max_storage_mb <= 0):
+        raise SarColorError("serve: workers >= 1, max_queue >= 0, and positive size, pixel, ttl, job time and "
+                            "storage limits, please")
+    hosts = None if allowed_hosts is None or "*" in allowed_hosts else frozenset(
+        _host_name(h) for h in allowed_hosts)
     from .engine import device_name
 
     device = device_name(device)  # inference's rule: "auto" -> cuda when available; cuda without one fails
     conf = ServerConfig(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_pixels), workers=workers,
                         ttl=float(ttl), sync_max_pixels=int(sync_max_pixels), preview_max=int(preview_max),
-                        max_queue=int(max_queue), device=device, job_timeout=float(job_timeout))
+                        max_queue=int(max_queue), device=device, job_timeout=float(job_timeout),
+                        max_storage_bytes=int(max_storage_mb * 2**20), allowed_hosts=hosts)
     svc = _Service(model, conf)
 
     async def lifespan(_app: FastAPI):
@@ -801,6 +900,7 @@ def create_app(model: Any = "default", *, max_upload_mb: float = 200.0, max_pixe
     app.state.config = conf
     app.state.workers = svc.pool
     app.add_middleware(_BodyLimit, limit=conf.max_upload_bytes + _MULTIPART_SLACK)
+    app.add_middleware(_SameOrigin, hosts=conf.allowed_hosts)  # added last: it runs first, before any body
     _add_error_handlers(app)
     _add_page_routes(app, svc)
     _add_colorize_route(app, svc)
@@ -942,7 +1042,15 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+def allowed_hosts(listen: str, extra: str | None) -> frozenset[str] | None:
+    """The Host names to answer: loopback names, the address listened on (unless every interface), and
+    ``--allowed-hosts`` (comma-separated; "*": any, None returned)."""
+    names = {h.strip() for h in (extra or "").split(",") if h.strip()}
+    if "*" in names:
+        return None
+    if listen not in ("0.0.0.0", "::", ""):
+        names.add(listen)
+    return LOOPBACK_HOSTS | {_host_name(n) for n in names}
 
 
 def serve(args: Any) -> int:
@@ -950,13 +1058,15 @@ def serve(args: Any) -> int:
     import uvicorn
     from PIL import Image
 
-    if args.host not in _LOOPBACK:
-        log.warning("listening on %s: the API has no authentication; anyone who can reach this port can use it",
-                    args.host)
+    hosts = allowed_hosts(args.host, args.allowed_hosts)
+    if args.host not in LOOPBACK_HOSTS:
+        log.warning("listening on %s: the API has no authentication; anyone who can reach this port can use it "
+                    "(Host names answered: %s)", args.host, "any" if hosts is None else ", ".join(sorted(hosts)))
     # Process-wide, so set here and not in create_app: PIL refuses (DecompressionBombError) beyond twice this.
     Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
     app = create_app(model=args.model, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
-                     workers=args.workers, ttl=args.ttl, job_timeout=args.job_timeout)
+                     workers=args.workers, ttl=args.ttl, job_timeout=args.job_timeout,
+                     max_storage_mb=args.max_storage_mb, allowed_hosts=hosts)
     log.info("serving on http://%s:%d/ (API docs at /docs)",
              f"[{args.host}]" if ":" in args.host else args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5,

@@ -28,6 +28,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sarcolor.models import ModelConfig, SarColorNet, save_model  # noqa: E402
 from sarcolor.server import ApiError, JobManager, create_app, safe_stem, sniff  # noqa: E402
 
+LOCAL = "http://localhost"  # the server answers loopback Host names only, by default
+
 MAX_PIXELS = 200 * 200
 SYNC_PIXELS = 96 * 96
 
@@ -51,7 +53,7 @@ def make_app(model: Path, **kw):
 
 @pytest.fixture(scope="module")
 def client(tiny_model: Path):
-    with TestClient(make_app(tiny_model)) as c:
+    with TestClient(make_app(tiny_model), base_url=LOCAL) as c:
         yield c
 
 
@@ -160,7 +162,7 @@ def test_render_gives_the_colorize_engines_colour_balance(two_render_model_path:
 
     model = two_render_model_path
     sar = grey(48, 64, seed=5)
-    with TestClient(make_app(model)) as c:
+    with TestClient(make_app(model), base_url=LOCAL) as c:
         got = {}
         for render in ("a", "b"):
             r = post(c, png_bytes(sar), query=f"?render={render}")
@@ -256,7 +258,7 @@ def test_progress_follows_the_engine(tiny_model: Path, monkeypatch: pytest.Monke
         return both
 
     monkeypatch.setattr(server, "_progress_callback", spy)
-    with TestClient(make_app(tiny_model)) as c:
+    with TestClient(make_app(tiny_model), base_url=LOCAL) as c:
         r = post(c, png_bytes(grey(150, 150)), query="?async=1")  # 64-px tiles: a 3 x 3 grid
         job = wait_done(c, r.json()["id"])
     assert job["status"] == "done" and job["progress"] == 1.0
@@ -380,7 +382,7 @@ def test_model_is_loaded_once(tiny_model: Path, monkeypatch: pytest.MonkeyPatch)
     calls = []
     real = models.load_model
     monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
-    with TestClient(make_app(tiny_model)) as c:
+    with TestClient(make_app(tiny_model), base_url=LOCAL) as c:
         for seed in range(3):
             assert post(c, png_bytes(grey(32, 32, seed))).status_code == 200
     assert len(calls) == 1
@@ -409,7 +411,7 @@ def test_uploads_stay_in_a_private_folder_under_server_names(tiny_model: Path) -
     app = make_app(tiny_model)
     root = app.state.jobs.root
     assert root.stat().st_mode & 0o777 == 0o700
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = post(c, png_bytes(grey(32, 32)), name="../../../tmp/evil name.png")
         assert r.status_code == 200
         assert 'filename="evil_name_sarcolor.png"' in r.headers["content-disposition"]
@@ -427,7 +429,7 @@ def test_uploads_stay_in_a_private_folder_under_server_names(tiny_model: Path) -
 def test_files_are_deleted_after_ttl(tiny_model: Path) -> None:
     app = make_app(tiny_model, ttl=0.5)
     root = app.state.jobs.root
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = post(c, png_bytes(grey(32, 32)))
         job_id = r.headers["x-job-id"]
         assert (root / job_id).is_dir()
@@ -485,7 +487,7 @@ def test_queue_full_is_503_and_pending_result_is_409(tiny_model: Path) -> None:
         real_run(job)
 
     jm._run = gated
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         try:
             r = post(c, png_bytes(grey(32, 32)), query="?async=1")
             assert r.status_code == 202
@@ -527,7 +529,7 @@ def test_cli_serve_binds_loopback_by_default(tiny_model: Path, monkeypatch: pyte
 
     def fake_run(app, **kw) -> None:
         seen.update(kw, app=app)
-        with TestClient(app) as c:  # the app the CLI built really serves
+        with TestClient(app, base_url=LOCAL) as c:  # the app the CLI built really serves
             seen["health"] = c.get("/api/health").json()
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
@@ -543,7 +545,7 @@ def test_cli_serve_binds_loopback_by_default(tiny_model: Path, monkeypatch: pyte
 def test_job_over_its_time_budget_is_killed_and_413(tiny_model: Path) -> None:
     """The job runs in a worker process that is killed at the budget; the next job gets a fresh worker."""
     app = make_app(tiny_model, job_timeout=0.001)  # nothing colorizes, writes a COG and a PNG in 1 ms
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         [before] = app.state.workers.pids()
         r = post(c, png_bytes(grey(64, 64)))
         detail = assert_json_error(r, 413, "time budget", "0.001 s")
@@ -569,7 +571,7 @@ def test_jobs_run_in_a_worker_process_replaced_after_large_jobs(tiny_model: Path
     import os
 
     app = make_app(tiny_model)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         [worker] = app.state.workers.pids()
         assert worker != os.getpid()
         for seed in range(3):
@@ -647,13 +649,13 @@ def test_slow_clients_are_cut_off(live_server: int) -> None:
 
     port = live_server
     # Headers that never finish, and a connection that sends nothing: 408, then closed.
-    for data in (b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Ty", b""):
+    for data in (b"POST /api/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty", b""):
         got, dt = _raw(port, data)
         assert got.startswith(b"HTTP/1.1 408 ") and got.endswith(b"}"), got
         assert b'"detail": "request headers not received in time"' in got
         assert 0.4 < dt < 3
     # A body that stalls: 408 JSON from the app, once BODY_GRACE + bytes / BODY_MIN_RATE have passed.
-    head = (b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
+    head = (b"POST /api/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
             b"Content-Length: 50000\r\n\r\n--xx\r\nContent-Disposition: form-data; name=\"file\"; "
             b"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n")
     got, dt = _raw(port, head)
@@ -684,7 +686,7 @@ def test_pixels_are_only_decoded_in_worker_processes(tiny_model: Path, monkeypat
     jm = app.state.jobs
     real_run = jm._run
     jm._run = lambda job: release.wait(10) and real_run(job)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         job_id = post(c, png_bytes(grey(120, 100)), query="?async=1").json()["id"]
         threading.Timer(0.5, release.set).start()
         t0 = time.perf_counter()

@@ -37,6 +37,8 @@ from hypothesis import strategies as st  # noqa: E402
 from sarcolor.preprocess import SCALES  # noqa: E402
 from sarcolor.server import create_app  # noqa: E402
 
+LOCAL = "http://localhost"  # the server answers loopback Host names only, by default
+
 TIFF_DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64", "float32", "float64",
                "complex64", "complex_int16"]
 PNG_MODES = ["L", "LA", "RGB", "RGBA", "I;16"]
@@ -50,7 +52,7 @@ ALLOWED_FILES = {"input.png", "input.jpg", "input.tif", "result.tif", "preview.p
 def app_client(tiny_model_path: Path):
     app = create_app(model=tiny_model_path, max_upload_mb=0.25, max_pixels=200 * 200, workers=1, ttl=600,
                      sync_max_pixels=96 * 96, device="cpu", job_timeout=60)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         yield app, client
 
 
