@@ -158,7 +158,8 @@ def inference_threads() -> int:
 
     The thread count is part of what makes the torch path's outputs byte-exact: oneDNN's convolutions sum in a
     thread-dependent order, so about one uint8 value in a million differs by 1 between, say, 1 and 2 threads.
-    (The numpy runtime gives the same bytes whatever the count: each tile is computed by one thread.)
+    (The numpy runtime gives the same bytes whatever the count: its pieces run in parallel (tiles, bands of
+    rows, chunks of the head) are each computed the same way by one thread, with BLAS at one thread a call.)
     """
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:

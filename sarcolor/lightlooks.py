@@ -86,8 +86,7 @@ def _taps(factor: int) -> list[tuple[int, float, float]]:
 
 def upsample(x: np.ndarray, factor: int, rows: tuple[int, int] | None = None) -> np.ndarray:
     """(C, h, w) -> (C, h x factor, w x factor) bilinearly, as torch's F.interpolate(mode="bilinear",
-    align_corners=False) (edges replicated); ``rows``: only the output rows [start, end), multiples of
-    ``factor``."""
+    align_corners=False) (edges replicated); ``rows``: only the output rows [start, end)."""
     r0, r1 = (0, x.shape[-2] * factor) if rows is None else rows
     k0, k1 = r0 // factor, -(-r1 // factor)
     xp = np.pad(x[:, max(k0 - 1, 0):k1 + 1], [(0, 0), (k0 == 0, k1 == x.shape[-2]), (1, 1)], mode="edge")

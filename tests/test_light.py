@@ -108,6 +108,9 @@ def test_look_pieces_equal_torchs() -> None:
     np.testing.assert_allclose(lightlooks.lab_to_rgb(lab), colour.lab_to_rgb(torch.from_numpy(lab)[None])[0],
                                atol=1e-5)
     grey = rng.random((64, 64), dtype=np.float32)
+    src = rng.random((3, 16, 16), dtype=np.float32)
+    np.testing.assert_allclose(lightlooks.guided_upsample(grey, src, 4), looks.guided_upsample(
+        torch.from_numpy(grey)[None, None], torch.from_numpy(src)[None], 4)[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(lightlooks.lee_filter(grey), looks.lee_filter(torch.from_numpy(grey)[None, None])
                                [0, 0].numpy(), atol=1e-5)
     np.testing.assert_allclose(lightlooks.sar_lightness(grey * 2 - 1, (1.2, 0.2)),
