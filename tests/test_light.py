@@ -138,6 +138,16 @@ def test_engine_outputs_are_within_a_grey_level_of_the_torch_path(look: str) -> 
         assert ref.reshape(-1, 3).std(0).min() > 3, name  # coloured, not flat
 
 
+def test_thread_count_does_not_change_a_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    one_tile, tiles = sar_db(300, 400, seed=8), sar_db(700, 2300, seed=9)  # bands of a tile, tiles side by side
+    for scene in (one_tile, tiles):
+        runs = []
+        for threads in ("1", "2", "3"):
+            monkeypatch.setenv("OMP_NUM_THREADS", threads)
+            runs.append(colorize(scene, look="optical"))
+        assert all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
 def _real_scenes() -> list[Path]:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
