@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,3 +86,23 @@ def predict(model: nn.Module, cfg: ModelConfig, batch: np.ndarray, device: torch
         y /= len(flips)
     y = y.add_(1.0).mul_(0.5)  # tanh [-1, 1] -> [0, 1], in place (a full-resolution tile)
     return y.contiguous().cpu().numpy()
+
+
+def light_disagreement(path: str | Path, model: nn.Module, cfg: ModelConfig, size: int = 192) -> float:
+    """The largest difference, in grey levels (of 255), between a model file's numpy runtime (``lightnet``) and
+    the torch ``model`` it was written from, over a synthetic scene in both looks and every rendering: what
+    ``sarcolor export`` checks, so that the file the light install runs colours as the trained network does."""
+    from .lightnet import LightNet
+
+    rng = np.random.default_rng(0)
+    fields = np.kron(rng.normal(0, 0.6, (size // 16, size // 16)), np.ones((16, 16)))
+    x = np.clip(fields + rng.normal(0, 0.3, (size, size)), -1.5, 1.5).astype(np.float32)
+    x = np.repeat(x[None], cfg.in_channels, axis=0)
+    light = LightNet.load(path)
+    worst = 0.0
+    with torch.inference_mode():
+        for render in range(max(1, len(cfg.renders))):
+            for look in ("sar", "optical"):
+                ref = (model.eval()(torch.from_numpy(x)[None], look=look, render=render)[0] + 1) * 127.5
+                worst = max(worst, float(np.abs(light.forward(x, look, render) * 255 - ref.numpy()).max()))
+    return worst

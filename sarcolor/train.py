@@ -247,6 +247,18 @@ def _model_card(mcfg: ModelConfig, meta: dict, n_params: int, log_csv: Path | No
             "## Intended use\n\nTODO\n\n## Limitations\n\nTODO (regions, seasons and sensors not in the data)\n")
 
 
+def _check_light(out: Path, model: nn.Module, cfg: ModelConfig) -> None:
+    """A model the light install runs on numpy must colour as the trained network does (within a grey level);
+    else the file is removed and the mismatch named (``lightnet`` must follow ``models.ContextNet``)."""
+    from .lightnet import supports
+    from .torch_runtime import light_disagreement
+
+    if supports(cfg) and (worst := light_disagreement(out, model, cfg)) >= 0.5:
+        out.unlink()
+        raise SarColorError(f"{out}: the numpy runtime (sarcolor/lightnet.py) differs from the trained {cfg.arch} "
+                            f"by {worst:.1f} grey levels; update it to match models.py (file not written)")
+
+
 def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | None = None,
                       card: str | Path | None = None) -> None:
     """Write the inference-only model (EMA generator + config + model card stub) as safetensors.
@@ -288,6 +300,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
     model.load_state_dict(_sub(tensors, "ema"))
     save_model(out, model, mcfg,
                card=card_text or _model_card(mcfg, meta, count_params(model), ck.parent / "log.csv"))
+    _check_light(out, model, mcfg)
     log.info("exported %s (step %s) -> %s", ck, meta.get("step"), out)
 
 

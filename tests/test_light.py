@@ -95,6 +95,18 @@ def test_forward_equals_the_torch_model_within_a_grey_level(look: str, tone: tup
     assert ref.std(axis=(1, 2)).min() > 5  # a picture, not a constant
 
 
+def test_export_check_finds_a_numpy_runtime_out_of_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sarcolor import lightnet
+    from sarcolor.torch_runtime import light_disagreement
+
+    net, cfg = _random_contextnet(1, seed=4)
+    path = tmp_path / "ctx.safetensors"
+    save_model(path, net, cfg)
+    assert light_disagreement(path, net, cfg) < 0.5
+    monkeypatch.setattr(lightnet, "gelu", lambda x: np.maximum(x, 0))  # a ReLU where ContextNet has a GELU
+    assert light_disagreement(path, net, cfg) > 1
+
+
 def test_look_pieces_equal_torchs() -> None:
     rng = np.random.default_rng(3)
     x = rng.random((3, 17, 23), dtype=np.float32)
