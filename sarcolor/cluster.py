@@ -274,7 +274,7 @@ def _pixels(src: Path) -> int:
         return 0
 
 
-def _plan(manifest: Manifest, jobs: list[tuple[Path, Path]], out: Path, overwrite: bool
+def _scenes_to_do(manifest: Manifest, jobs: list[tuple[Path, Path]], out: Path, overwrite: bool
           ) -> tuple[list[_Scene], dict[str, int]]:
     """The scenes still to do (recorded as pending) and counts of those that are not."""
     todo, counts = [], {"done": 0, "existing": 0}
@@ -344,7 +344,7 @@ def _execute(client: Client, manifest: Manifest, todo: list[_Scene], task_args: 
 
 
 @dataclass
-class _Run:
+class _ClusterRun:
     out: Path
     manifest: Manifest
     todo: list[_Scene]
@@ -353,8 +353,8 @@ class _Run:
     skipped: str  # "N already done, M skipped (already there)"
 
 
-def _prepare(inputs: str | Path | Sequence[str | Path], output: str | Path, *, model: ModelLike, device: str,
-             out_ext: str, overwrite: bool, settings: dict[str, Any]) -> _Run:
+def _prepare_cluster_run(inputs: str | Path | Sequence[str | Path], output: str | Path, *, model: ModelLike,
+                         device: str, out_ext: str, overwrite: bool, settings: dict[str, Any]) -> _ClusterRun:
     """Everything before the cluster is needed: check the inputs and model, read the manifest, find the work."""
     srcs, out = input_paths(inputs), Path(output)
     if out.suffix.lower() in WRITE_DRIVERS and not out.is_dir():
@@ -367,15 +367,15 @@ def _prepare(inputs: str | Path | Sequence[str | Path], output: str | Path, *, m
     out.mkdir(parents=True, exist_ok=True)
     ident = {"path": str(model_path), "sha256": file_sha256(model_path), "name": cfg.name}
     manifest = Manifest.open(out / MANIFEST, ident, sets, overwrite)
-    todo, counts = _plan(manifest, jobs, out, overwrite)
+    todo, counts = _scenes_to_do(manifest, jobs, out, overwrite)
     manifest.save()
     for line in errors:
         print(line, file=sys.stderr)
     skipped = f"{counts['done']} already done, {counts['existing']} skipped (already there)"
-    return _Run(out, manifest, todo, (str(model_path), ident["sha256"], device, sets), errors, skipped)
+    return _ClusterRun(out, manifest, todo, (str(model_path), ident["sha256"], device, sets), errors, skipped)
 
 
-def _run(run: _Run, connect: Callable[[], AbstractContextManager[Client]], quiet: bool) -> int:
+def _run_on_cluster(run: _ClusterRun, connect: Callable[[], AbstractContextManager[Client]], quiet: bool) -> int:
     """Send the scenes still to do to the cluster (``connect`` gives the client; not called when none are)."""
     if not run.todo:
         log.info("nothing to do: %s -> %s", run.skipped, run.out)
@@ -402,9 +402,9 @@ def colorize_paths_distributed(inputs: str | Path | Sequence[str | Path], output
     ``settings``: ``colorize_file``'s keywords (scale, bands, nodata, tta, ...), recorded in the manifest.
     Returns the exit code: 0, or 1 if any scene failed (one line each on stderr). Run it again to resume.
     """
-    run = _prepare(inputs, output, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
+    run = _prepare_cluster_run(inputs, output, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
                    settings=settings)
-    return _run(run, lambda: nullcontext(client), quiet)
+    return _run_on_cluster(run, lambda: nullcontext(client), quiet)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -448,6 +448,6 @@ def colorize_on_cluster(inputs: Sequence[str | Path], output: str | Path, *, add
                         **settings: Any) -> int:
     """``sarcolor colorize ... --cluster ADDRESS | --workers N``; no cluster is started when nothing is to do."""
     _check_where(address, workers)
-    run = _prepare(inputs, output, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
+    run = _prepare_cluster_run(inputs, output, model=model, device=device, out_ext=out_ext, overwrite=overwrite,
                    settings=settings)
-    return _run(run, lambda: open_client(address, workers), quiet)
+    return _run_on_cluster(run, lambda: open_client(address, workers), quiet)

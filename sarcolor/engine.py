@@ -223,7 +223,7 @@ def _runtime(model: Model, cfg: ModelConfig, tile_pixels: int, tta: bool, look: 
 # the tile loop
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Plan:
+class _TilePlan:
     stats: SceneStats
     valid_fraction: float
     tile: int
@@ -231,7 +231,7 @@ class _Plan:
     grid: list[list[Tile]]
 
 
-def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Plan:
+def _plan_tiles(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _TilePlan:
     if scale not in SCALES:
         raise SarColorError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     sample, valid = source.sample(MAX_STATS_PIXELS)
@@ -239,7 +239,7 @@ def _plan(source: SarSource, cfg: ModelConfig, multiple: int, scale: str) -> _Pl
     tile = max(multiple, cfg.tile // multiple * multiple)  # whole multiples: no padding inside large scenes
     overlap = min(cfg.overlap, tile // 2)
     tile = _best_tile(source, tile, overlap, multiple)
-    return _Plan(stats, float(valid.mean()), tile, overlap,
+    return _TilePlan(stats, float(valid.mean()), tile, overlap,
                  tile_grid(source.height, source.width, tile, overlap))
 
 
@@ -273,7 +273,7 @@ def _strips(source: SarSource, grid: list[list[Tile]]) -> Iterator[tuple[list[Ti
         yield row, data, valid
 
 
-def _tile_input(raw: np.ndarray, valid: np.ndarray, t: Tile, plan: _Plan, cfg: ModelConfig) -> np.ndarray:
+def _tile_input(raw: np.ndarray, valid: np.ndarray, t: Tile, plan: _TilePlan, cfg: ModelConfig) -> np.ndarray:
     """One tile of a strip -> (C, h, w) model input; invalid pixels take the scene median first.
 
     Per tile rather than per strip: full-width float temporaries would dominate memory on wide scenes.
@@ -293,7 +293,7 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 class _NoBar:
-    """What ``_run`` needs of a progress bar, when none is shown."""
+    """What ``_run_tiles`` needs of a progress bar, when none is shown."""
 
     def __enter__(self) -> _NoBar:
         return self
@@ -313,7 +313,7 @@ def _tile_bar(total: int, name: str, show: bool) -> Any:
     return tqdm(total=total, unit="tile", desc=name, leave=False)
 
 
-def _run(source: SarSource, model: Model, cfg: ModelConfig, plan: _Plan, sink: RowSink, *,
+def _run_tiles(source: SarSource, model: Model, cfg: ModelConfig, plan: _TilePlan, sink: RowSink, *,
          tta: bool, progress: Progress, look: str = "sar", render: str | None = None) -> None:
     multiple = int(getattr(model, "multiple", 1))
     th, tw = plan.grid[0][0].h, plan.grid[0][0].w
@@ -357,10 +357,10 @@ def _colorize_source(source: SarSource, model: Model, cfg: ModelConfig, sink: Ro
     padded = ReflectPadded(source, EDGE_MARGIN)
     try:
         check_look(look)
-        plan = _plan(padded, cfg, multiple, scale)
+        plan = _plan_tiles(padded, cfg, multiple, scale)
         if before is not None:
             before()
-        _run(padded, model, cfg, plan, padded.crop(sink), tta=tta, progress=progress, look=look, render=render)
+        _run_tiles(padded, model, cfg, plan, padded.crop(sink), tta=tta, progress=progress, look=look, render=render)
     except SarColorError as exc:
         raise _named(source.name, exc) from None
     return SceneInfo(source.name, source.width, source.height, source.band, plan.stats.scale,

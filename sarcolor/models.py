@@ -189,7 +189,8 @@ class LookNet(nn.Module):
 
     def raw(self, x: torch.Tensor, render: torch.Tensor | int | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What training scores, at 1/``factor`` resolution: (colour output, L* (N, 1, h, w))."""
+        """What training scores, at 1/``factor`` resolution: (colour output, L* (N, 1, h, w)); H and W of
+        ``x`` multiples of ``multiple``."""
         raise NotImplementedError
 
     def ab_light(self, x: torch.Tensor, render: torch.Tensor | int | None = None
@@ -198,13 +199,11 @@ class LookNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None,
-                tone: tuple[float, float] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``tone``: the sar look's tone range against the input's (``SceneStats.tone_map``); the optical look's
-        guide keeps the input's own range."""
+                tone: tuple[float, float] | None = None) -> torch.Tensor:
+        """RGB in [-1, 1] in ``look`` ("sar" or "optical"). ``tone``: the sar look's tone range against the
+        input's (``SceneStats.tone_map``); the optical look's guide keeps the input's own range."""
         h, w = x.shape[-2:]
         x = _pad_to_multiple(x, self.multiple)
-        if look == "colour":  # training: the raw outputs at 1/4 resolution (the loss's input)
-            return self.raw(x, render)
         ab, light = self.ab_light(x, render)
         grey = looks.sar_lightness(x[:, :1], tone if look == "sar" else None)
         if look == "sar":  # the colour under the SAR's own (low-resolution) lightness, then the SAR's grey
@@ -344,12 +343,6 @@ class ContextNet(LookNet):
         return self.head(self.features(x), render)
 
     ab_light = raw
-
-    def forward(self, x: torch.Tensor, look: str = "sar", render: torch.Tensor | int | None = None,
-                tone: tuple[float, float] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if look == "head":  # training: precomputed context statistics (``features``) -> (a*b*, L*)
-            return self.head(x, render)
-        return super().forward(x, look, render, tone)
 
 
 class DetailBranch(nn.Module):

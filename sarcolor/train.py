@@ -44,6 +44,7 @@ from .models import (
     ModelConfig,
     PatchDiscriminator,
     SeedDiscriminator,
+    _pad_to_multiple,
     build_model,
     check_card,
     count_params,
@@ -366,6 +367,21 @@ class _Skip(Sampler):
 
 
 # ---------------------------------------------------------------------------------------- trainer
+class _Part(nn.Module):
+    """A colour model's part that its loss scores, as a module (DistributedDataParallel synchronises the
+    gradients of module calls): ``raw`` (colournet: a SAR crop -> its outputs at 1/4 resolution) or ``head``
+    (contextnet: precomputed context statistics -> a*b*, L*)."""
+
+    def __init__(self, gen: nn.Module, part: str) -> None:
+        super().__init__()
+        self.gen, self.part = gen, part
+
+    def forward(self, x: torch.Tensor, render: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.part == "raw":
+            return self.gen.raw(_pad_to_multiple(x, self.gen.multiple), render)
+        return self.gen.head(x, render)
+
+
 class Trainer:
     """Generator, its EMA, the optional discriminator, optimisers, and one training step.
 
@@ -415,7 +431,10 @@ class Trainer:
             elif tc["gan_weight"] > 0:
                 self.disc = PatchDiscriminator(mcfg.in_channels).to(device)
                 self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        self.ddp_gen, self.ddp_disc = self.gen, self.disc
+        # The colour and regress losses score a part of the model (``_Part``), the others its picture.
+        part = {"colour": "raw", "regress": "head"}.get(tc["loss"])
+        self.net: nn.Module = _Part(self.gen, part) if part else self.gen
+        self.ddp_net, self.ddp_disc = self.net, self.disc
         self.distributed = False
         # The colour loss's per-bin weights: uniform until set from the training data (set_colour_prior).
         self.bin_weights = torch.ones(len(ab_grid()), device=device) if tc["loss"] == "colour" else None
@@ -428,7 +447,7 @@ class Trainer:
         """Train through DistributedDataParallel (call after loading weights: DDP broadcasts rank 0's)."""
         self.distributed = True
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp_gen = nn.parallel.DistributedDataParallel(self.gen, device_ids=ids)
+        self.ddp_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if self.disc is not None:
             self.ddp_disc = nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
 
@@ -462,13 +481,13 @@ class Trainer:
         if r is None:  # colournet's renderings: none given, the first
             r = torch.zeros(len(x), dtype=torch.long)
         if tc["loss"] == "colour":
-            logits, light = self.ddp_gen(x, look="colour", render=r.to(self.device))
+            logits, light = self.ddp_net(x, r.to(self.device))
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
         elif tc["loss"] == "regress":  # x: context statistics, y: the truth's block Lab (data.PixelDataset)
-            ab, light = self.ddp_gen(x, look="head", render=r.to(self.device))
+            ab, light = self.ddp_net(x, r.to(self.device))
             parts = losses.regress_loss(ab, light, y, v, tc["light_weight"], tc["ab_loss"])
         elif self.detail:
-            pred = self.ddp_gen(x, look="optical", render=r.to(self.device))
+            pred = self.ddp_net(x, look="optical", render=r.to(self.device))
             self.disc.requires_grad_(False)
             d_fake, f_fake = self.disc(x[:, :1], luma_of(pred), features=True)
             with torch.no_grad():
@@ -476,7 +495,7 @@ class Trainer:
             parts = losses.detail_loss(pred, y, v, d_fake, f_fake, f_real,
                                        losses.DETAIL_WEIGHTS | {"gan": tc["gan_weight"]})
         else:
-            pred = self.ddp_gen(x)
+            pred = self.ddp_net(x)
             if self.disc is not None:
                 # The generator's adversarial term goes through the plain module with D frozen: no gradient is
                 # computed for D here, and DDP sees exactly one D forward/backward per step (below).
@@ -764,7 +783,7 @@ def _write_digest(out: Path, trainer: Trainer, rank: int, world: int, step: int,
 
 
 @dataclass
-class _Run:
+class _TrainingRun:
     """One rank's view of a training run: what its setup, step loop and wrap-up share."""
 
     cfg: dict
@@ -822,8 +841,8 @@ class _Run:
                    card=_model_card(self.mcfg, meta, count_params(self.trainer.ema), None))
 
 
-def _prepare(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None
-             ) -> tuple[_Run, CropDataset, DistributedSampler]:
+def _prepare_training_run(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool,
+                          init: str | None) -> tuple[_TrainingRun, CropDataset, DistributedSampler]:
     """The run's folder, split, model (fresh, initialised or resumed), data and logs."""
     tc = cfg["train"]
     if tc["threads"]:
@@ -846,7 +865,7 @@ def _prepare(cfg: dict, rank: int, world: int, device: torch.device, *, resume: 
 
     torch.manual_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     np.random.seed(seed)
-    run = _Run(cfg, rank, world, device, run_dir, ck_path, mcfg, Trainer(mcfg, tc, device, gen_state=gen_state))
+    run = _TrainingRun(cfg, rank, world, device, run_dir, ck_path, mcfg, Trainer(mcfg, tc, device, gen_state=gen_state))
     if resume:
         run.trainer.load(tensors, meta)
         torch.set_rng_state(tensors["rng/torch"])
@@ -868,7 +887,7 @@ def _prepare(cfg: dict, rank: int, world: int, device: torch.device, *, resume: 
     return run, ds, sampler
 
 
-def _steps(run: _Run, ds: CropDataset, sampler: DistributedSampler, stop: dict[str, bool], quiet: bool
+def _steps(run: _TrainingRun, ds: CropDataset, sampler: DistributedSampler, stop: dict[str, bool], quiet: bool
            ) -> list[float]:
     """Train until the last step, the time budget or a SIGTERM (``stop``); returns the step losses."""
     from tqdm import tqdm
@@ -925,7 +944,7 @@ def _steps(run: _Run, ds: CropDataset, sampler: DistributedSampler, stop: dict[s
     return step_losses
 
 
-def _over(run: _Run, budget: float, stop: dict[str, bool]) -> bool:
+def _over(run: _TrainingRun, budget: float, stop: dict[str, bool]) -> bool:
     """Past the time budget, or SIGTERM'd; every rank agrees, so no rank waits forever in a collective."""
     over = (bool(budget) and run.elapsed >= budget) or stop["sigterm"]
     if run.world > 1:
@@ -937,7 +956,7 @@ def _over(run: _Run, budget: float, stop: dict[str, bool]) -> bool:
 
 def _train(cfg: dict, rank: int, world: int, device: torch.device, *, resume: bool, init: str | None,
            quiet: bool) -> Path:
-    run, ds, sampler = _prepare(cfg, rank, world, device, resume=resume, init=init)
+    run, ds, sampler = _prepare_training_run(cfg, rank, world, device, resume=resume, init=init)
     # SIGTERM (a scheduler's preemption) stops at the end of the step with a checkpoint.
     stop = {"sigterm": False}
     old_handler = None
