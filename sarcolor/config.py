@@ -81,7 +81,6 @@ FIELDS: dict[str, Callable[[Any], str | None]] = {
     "renders": _names,
     "render": _text(longest=64),
     "temperature": _number(1e-3, 100.0),
-    "detail": _int(0, 256),
     "windows": _ints(1, MAX_WINDOW, most=MAX_WINDOWS, least=1),
 }
 _TUPLES = ("enc_depths", "renders", "windows")

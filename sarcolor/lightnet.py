@@ -166,5 +166,5 @@ class LightNet:
 
 
 def supports(cfg: ModelConfig) -> bool:
-    """Whether the numpy runtime runs this model (ContextNet without the optical look's detail branch)."""
-    return cfg.arch == "contextnet" and not cfg.detail and cfg.input_norm == "logpct"
+    """Whether the numpy runtime runs this model (ContextNet on normalised log SAR)."""
+    return cfg.arch == "contextnet" and cfg.input_norm == "logpct"

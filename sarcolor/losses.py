@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from .colour import delta_e_2000, lab_blocks, rgb_to_lab, soft_encode
-from .looks import luma_of
 
 
 def _masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -126,51 +125,4 @@ def regress_loss(ab: torch.Tensor, lightness: torch.Tensor, lab: torch.Tensor, k
         raise ValueError(f"ab_loss {ab_loss!r}: use {' or '.join(AB_LOSSES)}")
     parts = {"ab": _masked_mean(err, keep), "light": _masked_mean((lightness - lab[:, :1]).abs() / 100, keep)}
     parts["total"] = parts["ab"] + l_weight * parts["light"]
-    return parts
-
-
-# The detail stage's weights beside its L1 term: structure (1 - SSIM), band energy, adversarial, feature
-# matching.
-DETAIL_WEIGHTS: Mapping[str, float] = MappingProxyType({"ssim": 0.5, "band": 2.0, "gan": 0.1, "fm": 2.0})
-
-
-def feature_matching(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
-    """Mean L1 between a discriminator's activations on fake and (fixed) real images, per level (pix2pixHD):
-    the generator matches the statistics of real texture instead of only fooling the last layer."""
-    return sum((f - r.detach()).abs().mean() for f, r in zip(fake, real, strict=True)) / len(fake)
-
-
-def band_energy(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, levels: int = 3) -> torch.Tensor:
-    """Mean over images and pyramid levels of |RMS(band of pred) - RMS(band of target)|, a band being the
-    luma's Laplacian at full, 1/2 and 1/4 resolution. Unlike L1 it does not care where the detail is, only
-    how strong it is, so it does not reward fog: where the SAR cannot say which texture is there, L1 alone
-    makes the detail zero (the average of the options), this makes it as strong as the truth's."""
-    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=pred.dtype,
-                       device=pred.device).view(1, 1, 3, 3)
-    lp, lt, v = luma_of(pred), luma_of(target), valid
-    total = pred.new_zeros(())
-    for k in range(levels):
-        if k:
-            lp, lt, v = F.avg_pool2d(lp, 2), F.avg_pool2d(lt, 2), (F.avg_pool2d(v, 2) > 0.999).to(v)
-        inner = -F.max_pool2d(-v, 3, 1, 1)[..., 1:-1, 1:-1]  # a valid 3x3 neighbourhood
-        n = inner.sum((1, 2, 3)).clamp_min(1.0)
-        rms = [((F.conv2d(t, lap) ** 2 * inner).sum((1, 2, 3)) / n + 1e-8).sqrt() for t in (lp, lt)]
-        total = total + (rms[0] - rms[1]).abs().mean()
-    return total / levels
-
-
-def detail_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, d_fake: torch.Tensor,
-                feats_fake: list[torch.Tensor], feats_real: list[torch.Tensor],
-                weights: Mapping[str, float] = DETAIL_WEIGHTS) -> dict[str, torch.Tensor]:
-    """The optical look's detail stage: fidelity (L1 + 1-SSIM) keeps the picture faithful; band energy makes
-    its fine structure as strong as the truth's, the adversarial and feature-matching terms as structured as a
-    real optical image's
-    (pixel losses alone pick fog: the perception-distortion trade-off, Blau and Michaeli 2018)."""
-    parts = {"l1": l1(pred, target, valid), "ssim": ssim_loss(pred, target, valid),
-             "band": band_energy(pred, target, valid), "gan": bce_gan(d_fake, True),
-             "fm": feature_matching(feats_fake, feats_real)}
-    total = parts["l1"]
-    for k in DETAIL_WEIGHTS:
-        total = total + weights[k] * parts[k]
-    parts["total"] = total
     return parts

@@ -42,9 +42,6 @@ class ModelConfig:
     renders: tuple[str, ...] = ()
     render: str = ""
     temperature: float = 0.38
-    # colournet and contextnet: channels of the full-resolution detail branch of the optical look (0: none). It adds
-    # the optical lightness's fine structure, read from the SAR (trained adversarially; ``loss: detail``).
-    detail: int = 0
     # contextnet only: the square windows (in 1/4-resolution blocks, odd) of its SAR context statistics.
     windows: tuple[int, ...] = (3, 7, 15, 31, 63)
 

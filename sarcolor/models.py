@@ -165,8 +165,8 @@ class SarColorNet(nn.Module):
 class LookNet(nn.Module):
     """A colour model that gives both looks: it predicts a*b* and the optical L* at 1/``factor`` resolution
     (``ab_light``), knows each source's optical rendering (``renders``), and composes the look at full
-    resolution from the SAR's own lightness (``forward``). Subclasses build the network and set ``cfg``,
-    ``renders`` and ``detail`` (the optical look's detail branch, or None)."""
+    resolution from the SAR's own lightness (``forward``). Subclasses build the network and set ``cfg`` and
+    ``renders``."""
 
     factor = 4  # colour resolution: 1/4 of the input's
     cfg: ModelConfig
@@ -211,8 +211,7 @@ class LookNet(nn.Module):
         else:
             opt_grey, chroma = looks.lab_chroma(light, ab)
             up = looks.guided_upsample(grey, torch.cat([opt_grey, chroma], 1), self.factor)
-            luma = up[:, :1] if self.detail is None else up[:, :1] + self.detail(grey, up)
-            rgb = looks.with_grey(luma, up[:, 1:])
+            rgb = looks.with_grey(up[:, :1], up[:, 1:])
         return rgb[..., :h, :w]
 
 
@@ -255,7 +254,6 @@ class ColourNet(LookNet):
             self.ups.append(nn.Conv2d(chans[i], chans[i - 1], 1))
             self.dec.append(Block(chans[i - 1], e, norm=cfg.norm, pad="replicate"))
         self.head = nn.Conv2d(chans[0], len(ab_grid()) + 1, 1)
-        self.detail = DetailBranch(cfg.detail, self.factor) if cfg.detail else None
 
     @property
     def multiple(self) -> int:
@@ -293,14 +291,12 @@ class ContextNet(LookNet):
     trained as a regression (``train.loss: regress``) on statistics computed once over whole training
     scenes (``data.PixelDataset``), so every window sees the real context it sees at inference. So few
     weights (about 5k) learn land cover, not the training scenes: on held-out scenes of every source its
-    colour is closer than the 330k-weight ColourNet's (model card). Windows use replicate padding. With
-    ``detail`` it carries the optical look's detail branch (``DetailBranch``), trained as colournet's is.
+    colour is closer than the 330k-weight ColourNet's (model card). Windows use replicate padding.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg, self.renders = cfg, list(cfg.renders) or ["default"]
-        self.detail = DetailBranch(cfg.detail, self.factor) if cfg.detail else None
         n_feat = 2 + 3 * len(cfg.windows)
         self.inp = nn.Conv2d(n_feat, cfg.width, 1)
         self.render_embed = nn.Embedding(len(self.renders), cfg.width)
@@ -345,39 +341,6 @@ class ContextNet(LookNet):
     ab_light = raw
 
 
-class DetailBranch(nn.Module):
-    """The optical look's fine structure, carried over from the SAR: the despeckled SAR grey's two finest
-    bands (1-2 px and 2-6 px), each times a gain that a small CNN reads from that grey and the coarse optical
-    prediction (luma, Cb, Cr: what land cover it is), added to the luma. The gains are smooth (averaged over
-    4x4 pixels), so every fine edge in the picture is a radar edge, scaled and signed as optical imagery
-    shows such places: the branch cannot paint texture of its own. (A free-form version, a CNN writing the
-    luma residual itself, learnt to draw hatching and beads beside bright SAR ridges: see the model card.)
-    Only lightness changes: the colour (Cb, Cr) stays the coarse head's. The last layer starts at zero: at
-    initialisation the optical look is exactly the coarse one."""
-
-    def __init__(self, width: int, factor: int = 4) -> None:
-        super().__init__()
-        conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1, padding_mode="replicate")  # noqa: E731
-        self.net = nn.Sequential(conv(4, width), nn.GELU(), conv(width, width), nn.GELU(), conv(width, 2))
-        self.factor = factor
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    @staticmethod
-    def bands(grey: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) -> its two finest band-pass images (N, 2, H, W): grey - box3, box3 - box5(box3)."""
-        b1 = looks.box_filter(grey, 1)
-        return torch.cat([grey - b1, b1 - looks.box_filter(b1, 2)], 1)
-
-    def forward(self, grey: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        gain = F.avg_pool2d(self.net(torch.cat([grey * 2 - 1, coarse], 1)), self.factor)
-        gain = F.interpolate(gain, size=grey.shape[-2:], mode="bilinear", align_corners=False)
-        return (gain * self.bands(grey)).sum(1, keepdim=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# pix2pix-seed: the hackathon prototype, layer for layer
-# --------------------------------------------------------------------------------------------------
 def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=not bn)]
     if bn:
@@ -440,30 +403,6 @@ class SeedDiscriminator(nn.Module):
 
     def forward(self, sar: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([sar, rgb], 1))
-
-
-class PatchDiscriminator(nn.Module):
-    """Spectral-norm PatchGAN on (SAR, RGB) used as an optional adversarial term for sarcolornet."""
-
-    def __init__(self, sar_channels: int = 1, width: int = 32, image_channels: int = 3) -> None:
-        super().__init__()
-        sn = nn.utils.spectral_norm
-        c, layers = sar_channels + image_channels, []
-        for o in (width, width * 2, width * 4):
-            layers += [sn(nn.Conv2d(c, o, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            c = o
-        layers.append(sn(nn.Conv2d(c, 1, 3, padding=1)))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, sar: torch.Tensor, rgb: torch.Tensor, features: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Patch logits; with ``features``, also each level's activations (for feature matching)."""
-        y, feats = torch.cat([sar, rgb], 1), []
-        for layer in self.net:
-            y = layer(y)
-            if isinstance(layer, nn.LeakyReLU):
-                feats.append(y)
-        return (y, feats) if features else y
 
 
 # The single place where an architecture name becomes a class.

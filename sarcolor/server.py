@@ -81,6 +81,8 @@ RENDER_NAMES = {
     "sih-display": "ISRO's sample scenes (India)",
     "sen12": "SEN1-2 (worldwide)",
     "ben-l2a": "BigEarthNet, Sentinel-2 L2A (Europe)",
+    "s2-l2a": "Sentinel-2 natural colour (L2A reflectance)",
+    "3mos": "3MOS optical views (five SAR sensors)",
 }
 _EXT = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
 _MAX_BANDS = 16  # with max_pixels this bounds the decoded bytes of a TIFF too

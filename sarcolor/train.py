@@ -1,7 +1,8 @@
 """Training: ``sarcolor train --config FILE [key=value ...] [--resume] [--init MODEL]``.
 
-One loop serves both objectives: ``loss: sarcolor`` (the default model: L1 + SSIM + Lab + chroma, optional
-spectral-norm PatchGAN) and ``loss: pix2pix`` (the prototype: BCE GAN + 100 L1, Adam 2e-4, betas 0.5/0.999).
+One loop serves every objective (``LOSS_ARCHS``): ``loss: regress`` (the shipped contextnet), ``colour``
+(colournet), ``sarcolor`` (sarcolornet: L1 + SSIM + Lab + chroma) and ``pix2pix`` (the prototype: BCE GAN + 100 L1,
+Adam 2e-4, betas 0.5/0.999).
 Checkpoints are single safetensors files written atomically; they hold the generator, EMA, discriminator,
 optimiser state, step and RNG state, so ``--resume`` continues exactly: every random draw of step ``s`` (crops,
 flips, dropout) is derived from (seed, rank, s), never from how many steps this process has run. Under
@@ -38,11 +39,9 @@ from .colour import ab_grid, rebalance_weights
 from .data import CropDataset, PairRef, PixelDataset, build_splits, load_config, read_pair, write_split
 from .engine import resolve_device, to_uint8
 from .errors import SarColorError
-from .looks import luma_of
 from .models import (
     LOOK_ARCHS,
     ModelConfig,
-    PatchDiscriminator,
     SeedDiscriminator,
     _pad_to_multiple,
     build_model,
@@ -75,7 +74,7 @@ DEFAULTS: dict = {
         "pixels": 256,  # regress loss: the blocks one sample draws from one whole training pair
         "preload": "auto",  # keep training pairs in memory: true, false (read per sample) or auto (by size)
         "lr": 2e-3, "weight_decay": 1e-4, "warmup": 200, "betas": [0.9, 0.99],
-        "ema": 0.999, "gan_weight": 0.0, "threads": 0,
+        "ema": 0.999, "threads": 0,
         "light_weight": 1.0, "rebalance": 0.5,  # colour loss: L* term's weight; mix of the rebalancing prior
         "ab_loss": "ciede2000",  # regress loss: a*b* error as CIEDE2000 or squared (losses.regress_loss)
         "balance_sources": False,  # draw each data source equally often (else in proportion to its area)
@@ -83,17 +82,15 @@ DEFAULTS: dict = {
     },
 }
 # Each training objective and the architectures it trains: sarcolor (L1 + SSIM + Lab + chroma) and pix2pix
-# (the prototype's GAN + 100 L1) train full-image generators; colour (rebalanced a*b* classes + L*) and then
-# detail (the optical look's detail branch) train colournet; regress (a*b* and L* regression) contextnet, whose
-# optical look the detail stage sharpens too.
+# (the prototype's GAN + 100 L1) train full-image generators; colour (rebalanced a*b* classes + L*) colournet;
+# regress (a*b* and L* regression) contextnet.
 LOSS_ARCHS: dict[str, tuple[str, ...]] = {"sarcolor": ("sarcolornet", "pix2pix-seed"),
                                           "pix2pix": ("pix2pix-seed", "sarcolornet"),
-                                          "colour": ("colournet",), "detail": ("colournet", "contextnet"),
-                                          "regress": ("contextnet",)}
+                                          "colour": ("colournet",), "regress": ("contextnet",)}
 # Settings that change what a run computes; a resume with other values warns (it will not match the run).
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
                "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
-               "train.betas", "train.ema", "train.gan_weight", "train.loss_weights", "train.light_weight",
+               "train.betas", "train.ema", "train.loss_weights", "train.light_weight",
                "train.rebalance", "train.balance_sources", "train.ab_loss")
 DIGEST_ENV = "SARCOLOR_RANK_DIGEST"  # a folder: each rank writes rank<N>.json (weights hash, losses) at the end
 
@@ -306,11 +303,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, tile: int | No
 
 
 def _load_generator(gen: nn.Module, state: dict[str, torch.Tensor], mcfg: ModelConfig) -> None:
-    """Initial weights into a generator. A colour model given a detail branch may start from a model without one
-    (the branch starts at zero: the optical look is then exactly the colour model's)."""
+    """Initial weights into a generator (all of them: one error line naming what does not fit)."""
     missing, unexpected = gen.load_state_dict(state, strict=False)
-    new_branch = mcfg.arch in LOOK_ARCHS and all(k.startswith("detail.") for k in missing)
-    if unexpected or (missing and not new_branch):
+    if unexpected or missing:
         names = ", ".join((unexpected or missing)[:3])
         raise SarColorError(f"initial weights do not fit {mcfg.arch}: {'unexpected' if unexpected else 'missing'} "
                             f"{names}")
@@ -398,9 +393,6 @@ class Trainer:
                                 f"{' or '.join(fits)})")
         if tc["ab_loss"] not in losses.AB_LOSSES:
             raise SarColorError(f"train.ab_loss {tc['ab_loss']!r}: use {' or '.join(losses.AB_LOSSES)}")
-        if tc["loss"] == "detail" and not mcfg.detail:
-            raise SarColorError("train.loss 'detail' trains the optical look's detail branch: set model.detail "
-                                "(its channels, e.g. 16) and start from a colour model with --init")
         if tc["loss"] == "sarcolor" and set(tc["loss_weights"]) != set(losses.SARCOLOR_WEIGHTS):
             *first, last = losses.SARCOLOR_WEIGHTS
             raise SarColorError(f"train.loss_weights {tc['loss_weights']}: give {', '.join(first)} and {last}")
@@ -408,10 +400,6 @@ class Trainer:
         self.gen = build_model(mcfg).to(device)
         if gen_state is not None:
             _load_generator(self.gen, gen_state, mcfg)
-        self.detail = tc["loss"] == "detail"
-        if self.detail:  # only the detail branch learns: the colour (and so the sar look) stays as it was
-            self.gen.requires_grad_(False)
-            self.gen.detail.requires_grad_(True)
         self.ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
         self.pix2pix = tc["loss"] == "pix2pix"
         self.disc: nn.Module | None = None
@@ -422,15 +410,8 @@ class Trainer:
                                                                  betas=tuple(tc["betas"]))
             self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]))
         else:
-            params = [p for p in self.gen.parameters() if p.requires_grad]
-            self.g_opt = torch.optim.AdamW(params, lr=tc["lr"], betas=tuple(tc["betas"]),
+            self.g_opt = torch.optim.AdamW(self.gen.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]),
                                            weight_decay=tc["weight_decay"])
-            if self.detail:  # judges the lightness only: the one thing the detail branch changes
-                self.disc = PatchDiscriminator(1, image_channels=1).to(device)
-                self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-            elif tc["gan_weight"] > 0:
-                self.disc = PatchDiscriminator(mcfg.in_channels).to(device)
-                self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
         # The colour and regress losses score a part of the model (``_Part``), the others its picture.
         part = {"colour": "raw", "regress": "head"}.get(tc["loss"])
         self.net: nn.Module = _Part(self.gen, part) if part else self.gen
@@ -486,37 +467,22 @@ class Trainer:
         elif tc["loss"] == "regress":  # x: context statistics, y: the truth's block Lab (data.PixelDataset)
             ab, light = self.ddp_net(x, r.to(self.device))
             parts = losses.regress_loss(ab, light, y, v, tc["light_weight"], tc["ab_loss"])
-        elif self.detail:
-            pred = self.ddp_net(x, look="optical", render=r.to(self.device))
-            self.disc.requires_grad_(False)
-            d_fake, f_fake = self.disc(x[:, :1], luma_of(pred), features=True)
-            with torch.no_grad():
-                _, f_real = self.disc(x[:, :1], luma_of(y), features=True)
-            parts = losses.detail_loss(pred, y, v, d_fake, f_fake, f_real,
-                                       losses.DETAIL_WEIGHTS | {"gan": tc["gan_weight"]})
         else:
             pred = self.ddp_net(x)
-            if self.disc is not None:
+            if self.pix2pix:
                 # The generator's adversarial term goes through the plain module with D frozen: no gradient is
                 # computed for D here, and DDP sees exactly one D forward/backward per step (below).
                 self.disc.requires_grad_(False)
-                d_fake = self.disc(x, pred)
-            if self.pix2pix:
-                parts = losses.pix2pix_generator_loss(d_fake, pred, y)
+                parts = losses.pix2pix_generator_loss(self.disc(x, pred), pred, y)
             else:
                 parts = losses.sarcolor_loss(pred, y, v, tc["loss_weights"])
-                if self.disc is not None:
-                    parts["gan"] = losses.bce_gan(d_fake, True)
-                    parts["total"] = parts["total"] + tc["gan_weight"] * parts["gan"]
         self.g_opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         self.g_opt.step()
         if self.disc is not None and pred is not None:
             self.disc.requires_grad_(True)
             # Real and fake in one batch: D has no normalisation layer, so this equals two passes.
-            real, fake = (luma_of(y), luma_of(pred.detach())) if self.detail else (y, pred.detach())
-            sar = x[:, :1] if self.detail else x
-            logits = self.ddp_disc(torch.cat([sar, sar]), torch.cat([real, fake]))
+            logits = self.ddp_disc(torch.cat([x, x]), torch.cat([y, pred.detach()]))
             d_real, d_fake = logits.chunk(2)
             d_loss = losses.pix2pix_discriminator_loss(d_real, d_fake)
             self.d_opt.zero_grad(set_to_none=True)
@@ -575,7 +541,7 @@ def validate(model: nn.Module, items: list, device: torch.device, mcfg: ModelCon
              look: str | None = None) -> dict[str, float]:
     """Scores of one look on the validation crops: PSNR, SSIM, CIEDE2000, the colour error alone (what a colour
     model is selected by), sharpness and SWD over the set, and ``pd``: SWD x CIEDE2000 / 10, realism and
-    fidelity together (what the detail stage is selected by: either alone picks fog or invention).
+    fidelity together (either alone favours fog or invention).
     ``look``: by default the one each kind of model was trained to give (colournet: sar)."""
     from .metrics import (
         ciede2000,
@@ -724,10 +690,9 @@ def _starting_point(cfg: dict, ck_path: Path, resume: bool, init: str | None
     wanted = (cfg.get("model") or {}).get("arch")
     if wanted and wanted != icfg.arch:
         raise SarColorError(f"--init {init}: architecture {icfg.arch} differs from the config's {wanted}")
-    # The config may rename the model and give it a detail branch; everything else is the init's.
+    # The config may rename the model; everything else is the init's.
     given = cfg.get("model") or {}
-    mcfg = replace(icfg, name=mcfg.name if given.get("name") else icfg.name,
-                   detail=int(given.get("detail", icfg.detail)))
+    mcfg = replace(icfg, name=mcfg.name if given.get("name") else icfg.name)
     log.info("fine-tuning from %s (%s)", init, icfg.arch)
     return mcfg, None, None, gen_state
 
@@ -811,12 +776,7 @@ class _TrainingRun:
     @property
     def select_by(self) -> str:
         """The validation score that picks best.safetensors."""
-        return {"colour": "colour_error", "regress": "colour_error", "detail": "pd"}.get(self.tc["loss"],
-                                                                                         "ciede2000")
-
-    @property
-    def val_look(self) -> str | None:
-        return "optical" if self.tc["loss"] == "detail" else None  # the detail stage changes the optical look only
+        return {"colour": "colour_error", "regress": "colour_error"}.get(self.tc["loss"], "ciede2000")
 
     def meta(self) -> dict:
         return {"step": self.step, "elapsed_s": self.elapsed, "config": self.cfg, "model_config": self.mcfg.to_json()}
@@ -825,7 +785,7 @@ class _TrainingRun:
         """Score the EMA weights on the held-out items; keep them in best.safetensors if they are the best yet.
 
         Early stopping without stopping: held-out colour can peak before the end."""
-        scores = validate(self.trainer.ema, self.val_items, self.device, self.mcfg, self.val_look)
+        scores = validate(self.trainer.ema, self.val_items, self.device, self.mcfg)
         if scores[self.select_by] < self.best:
             self.best = scores[self.select_by]
             save_checkpoint(self.run_dir / "best.safetensors", {"ema": self.trainer.ema}, {},

@@ -20,7 +20,6 @@ from sarcolor.models import (
     ChannelNorm,
     ContextNet,
     ModelConfig,
-    PatchDiscriminator,
     Pix2PixUNet,
     SarColorNet,
     SeedDiscriminator,
@@ -76,10 +75,6 @@ def test_seed_discriminator() -> None:
     assert all(c.stride == (2, 2) for c in convs[:4])
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) for m in d.modules())
     assert sum(isinstance(m, nn.ReLU) for m in d.modules()) == 4
-
-
-def test_patch_discriminator() -> None:
-    assert PatchDiscriminator(1)(torch.zeros(1, 1, 64, 64), torch.zeros(1, 3, 64, 64)).shape == (1, 1, 8, 8)
 
 
 @pytest.mark.parametrize("cfg", [TINY, SARCOLORNET], ids=["tiny", "sarcolornet"])
@@ -251,67 +246,6 @@ def test_colournet_does_not_depend_on_the_crop_size() -> None:
         small = net.raw(x[..., 32:96, 32:96])[0]
     centre_big, centre_small = big[..., 12:20, 12:20], small[..., 4:12, 4:12]
     assert (centre_big - centre_small).abs().max() < 0.02 * max(1.0, float(big.abs().max()))
-
-
-def test_detail_branch_starts_as_the_colour_model_and_changes_lightness_only(tmp_path: Path) -> None:
-    """A colournet given a detail branch loads a colour model's weights and gives exactly its looks (the branch
-    starts at zero); once the branch is non-zero the optical look changes, its chroma (Cb, Cr) does not where
-    nothing clips, and the sar look never does. The branch's size travels in the file."""
-    from dataclasses import replace
-
-    from sarcolor import looks
-    from sarcolor.models import predict_look
-
-    torch.manual_seed(0)
-    plain = build_model(COLOUR).eval()
-    cfg = replace(COLOUR, detail=4)
-    net = build_model(cfg).eval()
-    missing, unexpected = net.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("detail.") for k in missing)
-    x = torch.rand(1, 1, 48, 48) * 2 - 1
-    with torch.no_grad():
-        for look in ("sar", "optical"):
-            torch.testing.assert_close(predict_look(net, cfg, x, look), predict_look(plain, COLOUR, x, look))
-        net.detail.net[-1].bias.fill_(1.0)  # gain 1: the SAR grey's fine bands added as they are
-        sharp, soft = predict_look(net, cfg, x, "optical"), predict_look(plain, COLOUR, x, "optical")
-        assert (sharp - soft).abs().max() > 0.01
-        torch.testing.assert_close(predict_look(net, cfg, x, "sar"), predict_look(plain, COLOUR, x, "sar"))
-        inside = ((sharp > -0.99) & (sharp < 0.99)).all(1) & ((soft > -0.99) & (soft < 0.99)).all(1)
-        cc_sharp, cc_soft = (looks.chroma_of((t + 1) / 2) for t in (sharp, soft))
-        assert (cc_sharp - cc_soft).abs().amax(1)[inside].max() < 0.01
-    save_model(tmp_path / "d.safetensors", net, cfg)
-    again, cfg2 = load_model(tmp_path / "d.safetensors")
-    assert cfg2.detail == 4
-    with torch.no_grad():
-        torch.testing.assert_close(predict_look(again, cfg2, x, "optical"), sharp)
-
-
-def test_patch_discriminator_gives_its_features() -> None:
-    from sarcolor.models import PatchDiscriminator
-
-    d = PatchDiscriminator(1, width=4, image_channels=1).eval()  # eval: no power iteration per call
-    sar, img = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
-    logits, feats = d(sar, img, features=True)
-    assert logits.shape == (2, 1, 4, 4) and [f.shape[1] for f in feats] == [4, 8, 16]
-    torch.testing.assert_close(d(sar, img), logits)
-
-
-def test_detail_branch_adds_only_the_sars_own_edges() -> None:
-    """Whatever its weights, the detail is the despeckled SAR grey's fine bands times smooth gains: over a flat
-    SAR it adds nothing (no texture of its own), and at a SAR step edge it adds detail at the edge only."""
-    from sarcolor.models import DetailBranch
-
-    torch.manual_seed(0)
-    branch = DetailBranch(8)
-    for p in branch.parameters():
-        torch.nn.init.normal_(p, 0, 0.5)
-    coarse = torch.rand(1, 3, 32, 32)
-    with torch.no_grad():
-        assert branch(torch.full((1, 1, 32, 32), 0.4), coarse).abs().max() < 1e-5
-        step = torch.full((1, 1, 32, 32), 0.2)
-        step[..., 16:] = 0.7
-        out = branch(step, coarse)[0, 0]
-    assert out[:, 14:18].abs().max() > 1e-3 and out[:, :12].abs().max() < 1e-5 and out[:, 21:].abs().max() < 1e-5
 
 
 CONTEXT = ModelConfig(arch="contextnet", width=16, windows=(3, 7), renders=("a", "b"), render="b", name="ctx")

@@ -405,7 +405,7 @@ def test_colour_loss_needs_the_colour_model(tmp_path: Path, data_dir: Path) -> N
         run(make_config(tmp_path, data_dir, loss="colour"))
     with pytest.raises(SarColorError, match="train.loss 'regress' does not fit model.arch 'sarcolornet'"):
         run(make_config(tmp_path, data_dir, loss="regress"))
-    with pytest.raises(SarColorError, match="train.loss 'hinge': use sarcolor, pix2pix, colour, detail, regress"):
+    with pytest.raises(SarColorError, match="train.loss 'hinge': use sarcolor, pix2pix, colour, regress"):
         run(make_config(tmp_path, data_dir, loss="hinge"))
 
 
@@ -443,43 +443,3 @@ def test_regress_loss_takes_a_known_ab_loss(tmp_path: Path, data_dir: Path) -> N
     cfg["train"] |= {"loss": "regress", "ab_loss": "l3"}
     with pytest.raises(SarColorError, match="train.ab_loss 'l3': use squared or ciede2000"):
         run(datagen.write_config(tmp_path / "ab.yaml", cfg))
-
-
-@pytest.mark.parametrize(("model", "colour_loss"), [
-    ({"arch": "colournet", "width": 8, "enc_depths": [1, 1], "name": "tiny-colour"}, "colour"),
-    ({"arch": "contextnet", "width": 8, "windows": [3, 5], "name": "tiny-context"}, "regress"),
-], ids=["colournet", "contextnet"])
-def test_detail_stage_sharpens_the_optical_look_and_leaves_the_colour(tmp_path: Path, data_dir: Path, model: dict,
-                                                                      colour_loss: str) -> None:
-    """loss: detail fine-tunes a colour model's new detail branch only (adversarial + feature matching beside
-    L1/SSIM): the sar look stays bit for bit, the optical look changes, validation logs sharpness, SWD and their
-    pd score, and best.safetensors is the lowest pd. Without a detail branch it refuses in one line."""
-    from sarcolor.models import predict_look
-
-    base = {"model": model,
-            "data": {"sources": [{"root": str(data_dir), "layout": "folders", "groups_csv": "groups.csv",
-                                  "group_column": "tile"}], "val": {"groups": ["B"]}},
-            "seed": 1}
-    tr = {"steps": 6, "batch_size": 2, "crop": 32, "samples_per_epoch": 8, "lr": 1e-2, "warmup": 1,
-          "ckpt_every": 3, "val_every": 3, "val_crop": 32, "log_every": 1, "threads": 1}
-    colour = run(datagen.write_config(tmp_path / "c.yaml", base | {"run_dir": "colour",
-                                                                   "train": tr | {"loss": colour_loss}}))
-    detail_cfg = base | {"run_dir": "detail", "model": base["model"] | {"detail": 4},
-                         "train": tr | {"loss": "detail", "gan_weight": 0.1, "steps": 9}}
-    run_dir = run(datagen.write_config(tmp_path / "d.yaml", detail_cfg), init=str(colour / "model.safetensors"))
-    rows = [r for r in read_log(run_dir) if r.get("val_pd")]
-    assert len(rows) == 3 and all(float(r["val_swd"]) > 0 and float(r["val_sharpness"]) > 0 for r in rows)
-    pds = [float(r["val_pd"]) for r in rows]
-    _, meta = load_checkpoint(run_dir / "best.safetensors")
-    assert round(meta["val"]["pd"], 4) == pytest.approx(min(pds), abs=1e-4)
-    before, bcfg = load_model(colour / "model.safetensors")
-    after, acfg = load_model(run_dir / "model.safetensors")
-    assert acfg.detail == 4 and bcfg.detail == 0
-    x = torch.rand(1, 1, 48, 48) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(predict_look(after, acfg, x, "sar"), predict_look(before, bcfg, x, "sar"),
-                                   rtol=0, atol=0)
-        assert (predict_look(after, acfg, x, "optical") - predict_look(before, bcfg, x, "optical")).abs().max() > 0
-    no_branch = base | {"run_dir": "nobranch", "train": tr | {"loss": "detail"}}
-    with pytest.raises(SarColorError, match="train.loss 'detail' trains the optical look's detail branch"):
-        run(datagen.write_config(tmp_path / "n.yaml", no_branch), init=str(colour / "model.safetensors"))
