@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 TILE_RANGE = (64, 4096)  # px: below, a tile is mostly its blended edge; above, one tile alone takes gigabytes
+DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128  # px: ModelConfig's defaults (the shipped model's), one place
 # contextnet's context: at most 16 square windows, each odd and at most 255 of its 4 x 4 px blocks (10 km at
 # 10 m pixels; the shipped model's widest is 63). 10^7 blocks asked for 9.6 GB.
 MAX_WINDOWS, MAX_WINDOW = 16, 255
@@ -101,7 +102,7 @@ def check_model_config(raw: Any) -> dict[str, Any]:
         why = FIELDS[key](value)
         if why:
             raise ValueError(f"{key} {_show(value)}: {why}")
-    tile, overlap = out.get("tile", 512), out.get("overlap", 64)
+    tile, overlap = out.get("tile", DEFAULT_TILE), out.get("overlap", DEFAULT_OVERLAP)
     if overlap > tile // 2:
         raise ValueError(f"overlap {overlap}: must be at most half the tile ({tile // 2})")
     even = [w for w in out.get("windows", ()) if w % 2 == 0]

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import check_model_config
+from .config import DEFAULT_OVERLAP, DEFAULT_TILE, check_model_config
 from .errors import SarColorError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -33,8 +33,8 @@ class ModelConfig:
     norm: str = "layer"  # sarcolornet blocks: "layer" (per-pixel LayerNorm), "batch" (BatchNorm) or "none"
     input_norm: str = "logpct"  # "logpct": log + scene percentile stretch; "seed": 8-bit/127.5-1
     polarisation: str = "VH"  # the polarisation the model was trained on (picked from dual-pol inputs)
-    tile: int = 1024  # inference tile size (pixels)
-    overlap: int = 128  # inference tile overlap (pixels)
+    tile: int = DEFAULT_TILE  # inference tile size (pixels)
+    overlap: int = DEFAULT_OVERLAP  # inference tile overlap (pixels)
     name: str = "contextnet"
     extra: dict = field(default_factory=dict)  # free-form provenance (data, steps, seed)
     # colournet only: the optical renderings it was trained to give (one per kind of source), the one it

@@ -191,3 +191,12 @@ def test_the_package_ships_one_model() -> None:
 
     assert sorted(p.name for p in WEIGHTS_DIR.glob("*.safetensors")) == ["default.safetensors"]
     assert set(SHIPPED.values()) == {WEIGHTS_DIR / "default.safetensors"}
+
+
+def test_a_config_is_checked_with_the_defaults_it_is_built_with() -> None:
+    """A model file's config without tile or overlap is checked against ModelConfig's own defaults."""
+    from sarcolor.modelfile import ModelConfig
+
+    with pytest.raises(ValueError, match="overlap 128: must be at most half the tile"):
+        ModelConfig.from_json('{"arch": "contextnet", "tile": 128}')
+    assert ModelConfig.from_json('{"arch": "contextnet"}').tile == ModelConfig().tile
