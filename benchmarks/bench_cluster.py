@@ -12,8 +12,8 @@ scene is what the cluster path costs (submitting, the result's round trip, the m
 Both clusters are started (and their workers have loaded the model) before any timing; their start-up is
 printed separately. Besides wall time, the CPU seconds of every process involved (this one and the workers)
 are summed: on a machine whose cores are busy with other work, wall time cannot show 2 workers scaling,
-while equal CPU per scene shows what they would do on free cores (Linux also shares the CPU between
-sessions, not processes: under load, all of one session's processes together get one session's share).
+while equal CPU per scene shows what they would do on free cores (Linux's autogroups also share the CPU
+between setsid groups, not processes: under load, all of one group's processes together get one share).
 The configurations alternate in every round, so a slow spell of a shared machine hits all of them; the
 tables show medians over rounds. Model: the shipped default.
 

@@ -1,4 +1,4 @@
-"""Cost of the issue-12 metrics per scored prediction, against the metrics ``evaluate`` computed before, same run.
+"""Cost of the colour metrics per scored prediction, against the metrics ``evaluate`` computed before, same run.
 
 On one 2500x1733 scene (sih1733 scene 1 when ../shared/data is there, else a synthetic textured pair), a
 prediction (the truth blurred and tinted: a fog-like output) is scored by ``metrics.score`` (every per-image

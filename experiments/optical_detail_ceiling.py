@@ -1,4 +1,4 @@
-"""How much of the optical image's fine structure does the SAR carry? (The optical look's ceiling, issue 13.)
+"""How much of the optical image's fine structure does the SAR carry? (The optical look's ceiling.)
 
 On a config's held-out pairs, per source, with no model:
 

@@ -17,7 +17,7 @@ are documented in ``docs/metrics.md``; the options below are the only choices ma
 * ``identity_collapse``: 1.0 when the prediction is closer (mean CIEDE2000) to the SAR shown as grey RGB than
   to the truth, else 0.0; its mean over images is the fraction of collapsed predictions.
 
-Metrics that tell colour from fog (issue 12):
+Metrics that tell colour from fog:
 
 * ``colour_error``: CIEDE2000 between the truth and the prediction after both are smoothed (Gaussian, sigma
   ``SIGMA`` px, per Lab channel, nodata-aware) and the prediction's L* is replaced by the truth's: only a*b*

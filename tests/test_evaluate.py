@@ -460,7 +460,7 @@ def test_volkov_report(tmp_path):
                    if not (k == "structure" and name.startswith("mean-colour"))), name
         assert 0 < vals["ciede2000"] < 100 and -1 <= vals["ssim"] <= 1 and 0 <= vals["sam"] <= 90
     assert summary["mean-colour"]["chroma_ratio"] < summary["intensity-lookup"]["chroma_ratio"] * 3
-    # the SAR in grey keeps the SAR's edges (issue 12 measured ~0.95 on these VH tiles); a constant keeps none
+    # the SAR in grey keeps the SAR's edges (~0.95 measured on these VH tiles); a constant keeps none
     assert summary["sar-grey"]["structure"] > 0.85 and summary["mean-colour"]["structure"] == 0.0
     assert summary["mean-colour"]["sharpness"] == 0.0 and summary["sar-grey"]["sharpness"] > 0.5
     if model == "default":  # its optical look is fog (contextnet: structure ~0.54, sharpness low); the sar

@@ -181,7 +181,7 @@ def test_size_mismatch_raises(pair):
         m.psnr(pred[:-1], truth)
 
 
-# ------------------------------------------------------------------- colour, structure, sharpness (issue 12)
+# ------------------------------------------------------------------- colour, structure, sharpness
 def lab_image(lab: np.ndarray) -> np.ndarray:
     """Lab (H, W, 3) -> uint8 sRGB (the values chosen stay inside the gamut)."""
     from skimage.color import lab2rgb

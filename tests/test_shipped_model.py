@@ -1,6 +1,6 @@
 """The shipped models: they load from the package alone; the default (contextnet, trained on every shared
-source) colours held-out sources better than the earlier defaults (colournet and sarcolornet, kept under those
-names); sarcolornet still beats the intensity-lookup baseline on its own held-out scenes; no tile seams.
+source) colours held-out sources better than the earlier defaults (colournet and sarcolornet, reference models in
+benchmarks/models/); sarcolornet still beats the intensity-lookup baseline on its own held-out scenes; no tile seams.
 Skips where ../shared/data is absent."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_default_colours_held_out_bigearthnet_better_than_the_floor_and_sarcolor
     """The default (contextnet, trained on every source) on the held-out BigEarthNet tiles (VH): its sar look's
     colour error alone is at most 0.9x the better per-source floor (the intensity lookup fitted on BigEarthNet
     VH's training part: 9.25 in the model card, the default 7.13) and far below sarcolornet's, which never saw
-    that source (18.7); its chroma is within 0.8-1.25 of the truth's (the colour-SAR issue's bars)."""
+    that source (18.7); its chroma is within 0.8-1.25 of the truth's (the targets of docs/research-log.md)."""
     config = CONFIG.parent / "colournet.yaml"
     if not (SHARED_DATA / "bigearthnet").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA / 'bigearthnet'}")
