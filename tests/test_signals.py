@@ -21,13 +21,13 @@ from fixtures import sar_db, write_geotiff
 _SLOW_CLI = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import sarcolor.engine as engine
+import sarcolor.torch_runtime as runtime  # the test's model is a torch one
 from sarcolor.cli import main
-predict = engine._predict
+predict = runtime.predict
 def slow(*a, **k):
     time.sleep(0.2)
     return predict(*a, **k)
-engine._predict = slow
+runtime.predict = slow
 sys.exit(main(sys.argv[1:]))
 """
 
