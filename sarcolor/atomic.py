@@ -16,6 +16,7 @@ No torch, no GDAL: the light inference path, the server and training all use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -130,6 +131,9 @@ def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)  # a network or quota filesystem may report a failed write only here
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):  # no fsync here (Windows, some FUSE)
+            raise
     finally:
         os.close(fd)
 
