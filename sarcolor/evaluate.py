@@ -475,10 +475,20 @@ class Report:
 
 @dataclass
 class PatchBank:
-    """The SWD patches of every scored image: the truth's, and each model's at the same places."""
+    """What the set metrics need of every scored image: the SWD patches (the truth's, and each model's at the
+    same places) and the centred block a*b* of land-cover colour and colour spread (``metrics.block_ab``)."""
 
     truth: dict[str, list[np.ndarray]] = field(default_factory=dict)  # image -> per pyramid level
     pred: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)  # (model, image) -> levels
+    truth_ab: dict[str, np.ndarray] = field(default_factory=dict)  # image -> (blocks, 2)
+    pred_ab: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (model, image) -> (blocks, 2)
+
+    def block_metrics(self, model: str, images: Sequence[str]) -> dict[str, float]:
+        """Land-cover colour and colour spread of the model's blocks on ``images`` (pooled)."""
+        mine = [i for i in images if (model, i) in self.pred_ab]
+        preds, truths = [self.pred_ab[(model, i)] for i in mine], [self.truth_ab[i] for i in mine]
+        return {"land_cover_colour": metrics.land_cover_colour(preds, truths),
+                "colour_spread": metrics.colour_spread(preds, truths)}
 
     def swd(self, model: str, images: Sequence[str]) -> float:
         """SWD of the model's patches on ``images`` against the truth's patches of the same images."""
@@ -496,20 +506,26 @@ def _nanmean(values: Sequence[float]) -> float:
 def summarise(rows: Sequence[dict], models: Sequence[str], patches: PatchBank | None = None
               ) -> dict[str, dict[str, dict[str, float | int]]]:
     """{"all": {model: {metric: mean, ..., "swd": ..., "count": n}}, <source>: {...}, ...}: the mean of each
-    per-image metric over the images where it is defined (NaN-free), the SWD of the group's images as one set,
-    and ``count`` = images scored. PSNR is ``inf`` for an image predicted exactly, and so is its mean then:
-    reported, not clipped."""
+    per-image metric over the images where it is defined (NaN-free), the set metrics of the group's images as
+    one set (land-cover colour and colour spread of "all": the mean over the sources, each source counting
+    once), and ``count`` = images scored. PSNR is ``inf`` for an image predicted exactly, and so is its mean
+    then: reported, not clipped."""
     sources = list(dict.fromkeys(r["source"] for r in rows))
     out: dict[str, dict[str, dict[str, float | int]]] = {}
-    for group in [ALL, *sources]:
+    for group in [*sources, ALL]:
         out[group] = {}
         for name in models:
             mine = [r for r in rows if r["model"] == name and group in (ALL, r["source"])]
             vals: dict[str, float | int] = {k: _nanmean([r[k] for r in mine]) for k in metrics.METRICS}
-            vals["swd"] = patches.swd(name, [r["image"] for r in mine]) if patches else math.nan
+            images = [r["image"] for r in mine]
+            vals["swd"] = patches.swd(name, images) if patches else math.nan
+            blocks = patches.block_metrics(name, images) if patches else dict.fromkeys(BLOCK_METRICS, math.nan)
+            if group == ALL:
+                blocks = {k: _nanmean([out[s][name][k] for s in sources]) for k in BLOCK_METRICS}
+            vals.update(blocks)
             vals["count"] = len(mine)
             out[group][name] = vals
-    return out
+    return {ALL: out.pop(ALL), **out}
 
 
 def _json_safe(x: object) -> object:
@@ -521,8 +537,10 @@ def _json_safe(x: object) -> object:
     return x
 
 
+BLOCK_METRICS = ("land_cover_colour", "colour_spread")
 # Report columns, in order: the colour/fog metrics first.
-_COLUMNS = {"colour_error": ("colour ΔE00 ↓", "{:.2f}"), "structure": ("structure ↑", "{:.3f}"),
+_COLUMNS = {"land_cover_colour": ("land-cover colour ↑", "{:.3f}"), "colour_spread": ("colour spread →1", "{:.2f}"),
+            "colour_error": ("colour ΔE00 ↓", "{:.2f}"), "structure": ("structure ↑", "{:.3f}"),
             "sharpness": ("sharpness →1", "{:.3f}"), "swd": ("SWD ↓", "{:.3f}"),
             "ciede2000": ("ΔE00 ↓", "{:.2f}"), "chroma_ratio": ("chroma ratio →1", "{:.3f}"),
             "psnr": ("PSNR dB ↑", "{:.2f}"), "ssim": ("SSIM ↑", "{:.4f}"), "sam": ("SAM ° ↓", "{:.2f}"),
@@ -600,6 +618,7 @@ def _score_pair(ref: PairRef, predictors: Sequence[Predictor], bank: PatchBank, 
     reference = metrics.prepare(opt, grey, valid, sar_db)
     positions = metrics.patch_positions(valid, seed=zlib.crc32(ref.name.encode()))
     bank.truth[ref.name] = metrics.laplacian_patches(opt, positions)
+    bank.truth_ab[ref.name] = metrics.block_ab(opt, valid)
     rows, panels = [], [thumbnail(grey)] if sheet else []
     for pred_obj in predictors:
         bound = for_pair(pred_obj, ref)
@@ -613,6 +632,7 @@ def _score_pair(ref: PairRef, predictors: Sequence[Predictor], bank: PatchBank, 
         rows.append({"image": ref.name, "source": ref.source, "group": ref.group, "model": pred_obj.name,
                      "valid_pixels": int(valid.sum()), **scores})
         bank.pred[(pred_obj.name, ref.name)] = metrics.laplacian_patches(pred, positions)
+        bank.pred_ab[(pred_obj.name, ref.name)] = metrics.block_ab(pred, valid)
         if sheet and not getattr(pred_obj, "baseline", False):
             panels.append(thumbnail(pred))
         if heat_dir:
@@ -669,7 +689,10 @@ def _write_report(out: Path, rows: list[dict], summary: dict, sheets: dict[str, 
     files["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     md = ["# sarcolor evaluation", "", description, "", markdown_tables(summary),
           "Per image, then averaged over images (SWD: over each group's images as one set); nodata in either "
-          "image excluded. ↑ higher is better, ↓ lower is better, →1 best at 1. colour ΔE00: CIEDE2000 of the "
+          "image excluded. ↑ higher is better, ↓ lower is better, →1 best at 1. land-cover colour: correlation of the "
+          "output's 16 px block a*b* with the truth's, each image's own mean colour removed (0: a tint or no "
+          "colour; all sources: their mean); colour spread: how varied those block colours are, over the truth's; "
+          "colour ΔE00: CIEDE2000 of the "
           "smoothed colours on the truth's lightness (colour alone); structure: correlation of the output's "
           "edges with the SAR's; sharpness: Laplacian std over the truth's; SWD: patch realism; collapse: share "
           "of images closer to the grey SAR than to the truth. `/src` baselines are fitted on the pair's own "

@@ -25,6 +25,14 @@ Metrics that tell colour from fog:
 * ``structure``: Pearson correlation, over valid pixels, of the gradient magnitudes of the prediction's L* and
   of the log SAR (dB), both smoothed (sigma ``SIGMA`` px): 1 = every SAR edge where the output has one.
 * ``sharpness``: std of the Laplacian of the prediction's L* over that of the truth's L* (1 = as sharp).
+* ``land_cover_colour`` (over a set of images): how well the colour follows the land cover, apart from each image's
+  overall colour balance. Both images are split into ``LC_BLOCK`` x ``LC_BLOCK`` px blocks (wholly valid ones
+  only); each block's mean a* and b* is taken, each image's mean over its blocks subtracted, the blocks of all
+  images of the set pooled, and the Pearson correlation of prediction against truth taken for a* and for b*; the
+  result is their mean. A prediction whose centred block a* (or b*) varies by less than ``LC_MIN_STD`` (std) scores
+  0 for that channel: no colour variation is no land-cover colour.
+* ``colour_spread`` (over a set of images): root-mean-square of the prediction's centred block a*b* over the
+  truth's (1 = as varied as the truth; a single tint scores about 0).
 * ``swd`` (over a set of images, not per image): sliced Wasserstein distance between 7x7 Laplacian-pyramid
   patches of predictions and of truths (Karras et al. 2018); ``laplacian_patches`` samples an image's
   patches, ``swd`` compares two sets.
@@ -50,15 +58,19 @@ from .errors import SarColorError
 # Column order of reports; also the keys of ``all_metrics``.
 METRICS = ("colour_error", "structure", "sharpness", "psnr", "ssim", "ciede2000", "sam", "chroma_ratio",
            "ab_wasserstein", "identity_collapse")
-SET_METRICS = ("swd",)  # over a set of images (a source's, or all): one number per set, not per image
+# over a set of images (a source's, or all): one number per set, not per image
+SET_METRICS = ("land_cover_colour", "colour_spread", "swd")
 # True where larger is better; None where the target is a value (chroma ratio, sharpness: 1).
-HIGHER_IS_BETTER = {"colour_error": False, "structure": True, "sharpness": None, "swd": False, "psnr": True,
+HIGHER_IS_BETTER = {"land_cover_colour": True, "colour_spread": None,
+                    "colour_error": False, "structure": True, "sharpness": None, "swd": False, "psnr": True,
                     "ssim": True, "ciede2000": False, "sam": False, "chroma_ratio": None,
                     "ab_wasserstein": False, "identity_collapse": False}
 SSIM_WIN = 7  # skimage's default window; images must be at least this big on both sides
 # Exact greys have a Lab chroma of up to 0.005 in skimage's rgb2lab (white-point rounding): a truth whose mean
 # chroma is below this floor is grey, and the chroma ratio is undefined for it.
 CHROMA_FLOOR = 0.01
+LC_BLOCK = 16  # px: the blocks of land_cover_colour and colour_spread (160 m for 10 m pixels: a field, a lake)
+LC_MIN_STD = 0.5  # a*/b* std below which a prediction's block colour is taken as constant (no land-cover colour)
 SIGMA = 2.0  # px: the smoothing of colour_error and structure (colour is judged at ~5 px, not per speckle)
 FLAT = 1e-6  # L* per px: a smoothed gradient-magnitude std below this is a flat image (rounding noise only)
 # SWD (Karras et al. 2018): 7x7 patches of PYRAMID_LEVELS - 1 band-pass levels and the low-pass residual, at
@@ -251,6 +263,50 @@ def colour_error(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None =
     Lab channel, nodata-aware) and the smoothed prediction carrying the truth's smoothed L*."""
     valid = _check(pred, truth, valid)
     return _colour_error(_lab(pred), masked_smooth(_lab(truth), valid), valid)
+
+
+def block_ab(rgb: np.ndarray, valid: np.ndarray | None = None, block: int = LC_BLOCK) -> np.ndarray:
+    """The mean a*, b* of each wholly valid ``block`` x ``block`` px block of an (H, W, 3) uint8 image, minus the
+    image's mean over those blocks: (n_blocks, 2), in row-major block order (so two images of one size and mask
+    give matching rows). An image with no whole valid block gives (0, 2)."""
+    valid = _check(rgb, rgb, valid)
+    return _block_ab(_lab(rgb), valid, block)
+
+
+def _block_ab(lab: np.ndarray, valid: np.ndarray, block: int = LC_BLOCK) -> np.ndarray:
+    h, w = (lab.shape[0] // block) * block, (lab.shape[1] // block) * block
+    if not h or not w:
+        return np.zeros((0, 2))
+    shape = (h // block, block, w // block, block)
+    whole = valid[:h, :w].reshape(shape).all(axis=(1, 3)).ravel()
+    ab = lab[:h, :w, 1:].reshape(*shape, 2).mean(axis=(1, 3)).reshape(-1, 2)[whole]
+    return ab - ab.mean(axis=0) if len(ab) else ab
+
+
+def land_cover_colour(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float:
+    """``land_cover_colour`` of a set of images from their ``block_ab`` arrays (prediction and truth, paired):
+    the mean over a* and b* of the pooled Pearson correlation, 0 for a channel whose prediction varies by less
+    than ``LC_MIN_STD``. ``nan`` with fewer than 3 blocks or a truth without variation."""
+    p, t = np.concatenate([*pred, np.zeros((0, 2))]), np.concatenate([*truth, np.zeros((0, 2))])
+    if len(p) != len(t):
+        raise SarColorError(f"land-cover colour: {len(p)} prediction blocks but {len(t)} truth blocks")
+    if len(p) < 3:
+        return math.nan
+    out = []
+    for c in range(2):
+        ps, ts = p[:, c].std(), t[:, c].std()
+        if ts < 1e-9:
+            return math.nan
+        out.append(0.0 if ps < LC_MIN_STD else float(np.corrcoef(p[:, c], t[:, c])[0, 1]))
+    return float(np.mean(out))
+
+
+def colour_spread(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float:
+    """``colour_spread`` of a set of images from their ``block_ab`` arrays: RMS of the prediction's centred block
+    a*b* over the truth's. ``nan`` without blocks or for a truth without variation."""
+    p, t = np.concatenate([*pred, np.zeros((0, 2))]), np.concatenate([*truth, np.zeros((0, 2))])
+    rms_t = math.sqrt(float((t**2).mean())) if len(t) else 0.0
+    return math.sqrt(float((p**2).mean())) / rms_t if rms_t > 1e-9 else math.nan
 
 
 def _grad_mag(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

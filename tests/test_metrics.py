@@ -334,3 +334,58 @@ def test_pyramid_upsampling_is_skimage_resize():
     rows, cols = np.meshgrid(np.arange(17), np.arange(26), indexing="ij")
     expected = resize(coarse, (17, 26, 3), order=1, mode="edge", anti_aliasing=False)
     assert np.allclose(m._upsampled(coarse, (17, 26), rows, cols), expected, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------- land-cover colour
+def _patchwork(colours: list[tuple[int, int, int]], layout: np.ndarray, block: int = 16) -> np.ndarray:
+    """An image of ``block`` px squares, square (i, j) coloured colours[layout[i, j]]."""
+    table = np.array(colours, np.uint8)
+    return np.kron(table[layout], np.ones((block, block, 1), np.uint8)).astype(np.uint8)
+
+
+LAYOUT = np.array([[0, 1, 2, 0], [2, 0, 1, 1], [1, 2, 0, 2]])
+COVERS = [(40, 110, 40), (150, 120, 80), (40, 70, 140)]  # forest green, bare tan, water blue
+
+
+def test_land_cover_colour_right_colours_score_one():
+    truth = _patchwork(COVERS, LAYOUT)
+    t = m.block_ab(truth)
+    assert t.shape == (12, 2) and abs(t.mean()) < 1e-9  # centred per image
+    assert m.land_cover_colour([t], [t]) == pytest.approx(1.0)
+    assert m.colour_spread([t], [t]) == pytest.approx(1.0)
+
+
+def test_land_cover_colour_ignores_each_image_overall_tint():
+    truth = _patchwork(COVERS, LAYOUT)
+    tinted = _patchwork([(c[0] + 30, c[1] + 10, max(c[2] - 30, 0)) for c in COVERS], LAYOUT)  # a warm cast
+    score = m.land_cover_colour([m.block_ab(tinted)], [m.block_ab(truth)])
+    assert score > 0.9
+    assert m.colour_error(tinted, truth) > 5  # while the colour error sees the cast
+
+
+def test_a_single_tint_scores_zero_and_no_spread():
+    truth = _patchwork(COVERS, LAYOUT)
+    tint = np.broadcast_to(np.array([120, 130, 100], np.uint8), truth.shape).copy()
+    p, t = m.block_ab(tint), m.block_ab(truth)
+    assert m.land_cover_colour([p], [t]) == 0.0
+    assert m.colour_spread([p], [t]) < 0.01
+
+
+def test_swapped_colours_score_negative_and_half_as_varied_half_spread():
+    truth = _patchwork(COVERS, LAYOUT)
+    swapped = _patchwork([COVERS[2], COVERS[1], COVERS[0]], LAYOUT)  # water where forest is
+    assert m.land_cover_colour([m.block_ab(swapped)], [m.block_ab(truth)]) < -0.3
+    t = m.block_ab(truth)
+    assert m.colour_spread([0.5 * t], [t]) == pytest.approx(0.5)
+
+
+def test_block_ab_keeps_only_wholly_valid_blocks_and_pools_images():
+    truth = _patchwork(COVERS, LAYOUT)
+    valid = np.ones(truth.shape[:2], bool)
+    valid[3, 3] = False  # spoils block (0, 0)
+    assert len(m.block_ab(truth, valid)) == 11
+    a, b = m.block_ab(truth), m.block_ab(_patchwork(COVERS, LAYOUT[::-1]))
+    assert m.land_cover_colour([a, b], [a, b]) == pytest.approx(1.0)
+    with pytest.raises(SarColorError, match="prediction blocks"):
+        m.land_cover_colour([a], [a, b])
+    assert math.isnan(m.land_cover_colour([], []))
