@@ -57,8 +57,8 @@ def _add_colorize(sub: Subparsers) -> None:
                    help="how the SAR values are scaled (default: auto; 8-bit files are read as linear display "
                         "products unless --scale db says they hold dB, as SEN1-2's do)")
     c.add_argument("--render", metavar="NAME",
-                   help="whose optical colour balance to give (contextnet: s2-l1c-p99, Sentinel-2 true colour, the "
-                        "default; sih-display, the ISRO sample scenes'; sen12, SEN1-2's; ben-l2a, BigEarthNet's)")
+                   help="whose optical colour balance to give (default: the model's; the shipped model's is s2-l2a, "
+                        "Sentinel-2 L2A natural colour; also s2-l1c-p99, sih-display, sen12, 3mos)")
     c.add_argument("--bands", help="1-based band(s) to use: one band, or two as VV,VH (needed for >3 bands)")
     c.add_argument("--nodata", type=float, help="also treat this value as no-data (default: the file's own)")
     c.add_argument("--device", default="auto", choices=DEVICES,

@@ -67,14 +67,14 @@ def _dict(v: Any) -> str | None:
 # One rule per ModelConfig field (tests check that the two name the same fields).
 FIELDS: dict[str, Callable[[Any], str | None]] = {
     "arch": _text(longest=64),  # which ones exist is the runtime's to say
-    "in_channels": _int(1, 3),
+    "in_channels": _int(1, 5),  # 5: a polarimetric contextnet (preprocess.POLARIMETRIC_CHANNELS)
     # the largest network these allow (sarcolornet, width 128, 4 levels of 8 blocks, expand 4) has 96 M weights
     "width": _int(1, 128),
     "enc_depths": _ints(0, 8, most=4),
     "expand": _int(1, 4),
     "norm": _text(("layer", "batch", "none")),
     "input_norm": _text(("logpct", "seed")),
-    "polarisation": _text(("VV", "VH", "HH", "HV", "vv", "vh", "hh", "hv")),
+    "polarisation": _text(("VV", "VH", "HH", "HV", "vv", "vh", "hh", "hv", "VV+VH")),  # VV+VH: both, where given
     "tile": _int(*TILE_RANGE),
     "overlap": _int(0, TILE_RANGE[1] // 2),
     "name": _text(),

@@ -48,8 +48,10 @@ from rasterio.windows import Window
 from .atomic import write_text_atomic
 from .colour import lab_blocks
 from .errors import SarColorError
-from .preprocess import SCALES, scale_of_type, scene_input
-from .raster import file_band, gdal_env  # gdal_env: inference's GDAL settings (truncated files fail)
+from .preprocess import POLARIMETRIC_CHANNELS, SCALES, scale_of_type, scene_input
+
+# gdal_env: inference's GDAL settings (truncated files fail)
+from .raster import DUAL, file_bands, gdal_env, stack_bands
 from .tiling import mirror_index
 
 log = logging.getLogger("sarcolor")
@@ -113,9 +115,10 @@ def _read_options(src: dict, layout: str) -> dict:
     geo = layout == "geotiff"
     band = src.get("sar_band", "auto")
     if isinstance(band, str):
-        if band.lower() not in ("auto", "vv", "vh"):
-            raise SarColorError(f"sar_band {band!r}: give a 1-based band number, VV, VH or auto")
-        band = None if band.lower() == "auto" else band.upper()  # a polarisation: by band name, else VV,VH order
+        if band.upper() not in ("AUTO", "VV", "VH", DUAL):
+            raise SarColorError(f"sar_band {band!r}: give a 1-based band number, VV, VH, {DUAL} (both) or auto")
+        # a polarisation: by band name, else VV,VH order; VV+VH: both bands of a dual-pol file
+        band = None if band.lower() == "auto" else band.upper()
     elif band is not None and int(band) < 1:
         raise SarColorError(f"sar_band {band}: bands are numbered from 1")
     opt_bands = tuple(int(b) for b in src.get("opt_bands", (4, 3, 2) if geo else (1, 2, 3)))
@@ -466,13 +469,13 @@ def _read(ds, path: Path, bands: list[int], window: tuple[int, int, int, int] | 
     return arr, mask
 
 
-def _sar_band(ref: PairRef, ds) -> int:
-    """The pair's SAR band, by the rule ``sarcolor colorize`` uses (``raster.file_band``): training and
-    evaluation score the band that colorize colours."""
+def _sar_bands(ref: PairRef, ds) -> tuple[int, ...]:
+    """The pair's SAR band(s), by the rule ``sarcolor colorize`` uses (``raster.file_bands``): training and
+    evaluation score the band(s) that colorize colours; ``VV+VH``: (co-pol, cross-pol) of a dual-pol file."""
     if isinstance(ref.sar_band, str):
-        return file_band(ds, str(ref.sar), polarisation=ref.sar_band)[0]
+        return file_bands(ds, str(ref.sar), polarisation=ref.sar_band)[0]
     chosen = None if ref.sar_band is None else [ref.sar_band]
-    return file_band(ds, str(ref.sar), bands=chosen)[0]
+    return file_bands(ds, str(ref.sar), bands=chosen)[0]
 
 
 def _check_geometry(ref: PairRef, sar_hw: tuple[int, int], opt_hw: tuple[int, int]) -> None:
@@ -488,19 +491,20 @@ def _check_geometry(ref: PairRef, sar_hw: tuple[int, int], opt_hw: tuple[int, in
 
 
 def read_pair(ref: PairRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """-> sar_raw (H,W) float32, sar_valid (H,W) bool, opt (H,W,3) uint8, opt_valid (H,W) bool, scale."""
+    """-> sar_raw (H,W) float32 ((H,W,2) co-pol, cross-pol for ``sar_band: VV+VH`` on a dual-pol file), sar_valid
+    (H,W) bool, opt (H,W,3) uint8, opt_valid (H,W) bool, scale."""
     with gdal_env(), _open(ref.sar) as s, _open(ref.opt) as o:
         _check_geometry(ref, (s.height, s.width), (o.height, o.width))
-        sar, sar_mask = _read(s, ref.sar, [_sar_band(ref, s)], ref.window)
+        sar, sar_mask = _read(s, ref.sar, list(_sar_bands(ref, s)), ref.window)
         sar_dtype = np.dtype(s.dtypes[0])
         opt, opt_mask = _read(o, ref.opt, list(ref.opt_bands), ref.window)
-    sar = sar[0].astype(np.float32)
+    sar = stack_bands(sar.astype(np.float32))
     if ref.sar_db_range is not None:  # an 8-bit dB export back to its dB (for the model, only an affine map)
         if sar_dtype != np.uint8:
             raise SarColorError(f"{ref.sar}: sar_db_range is for 8-bit dB exports; this SAR is {sar_dtype}")
         lo, hi = ref.sar_db_range
         sar = (lo + sar * ((hi - lo) / 255.0)).astype(np.float32)
-    sar_valid = sar_mask & np.isfinite(sar)
+    sar_valid = sar_mask & (np.isfinite(sar).all(axis=-1) if sar.ndim == 3 else np.isfinite(sar))
     if ref.opt_scale == "8bit":
         if opt.dtype != np.uint8:
             raise SarColorError(f"{ref.opt}: optical is {opt.dtype}, not 8-bit; set opt_scale to p99 or fixed "
@@ -531,14 +535,15 @@ def pair_valid(sar_valid: np.ndarray, opt: np.ndarray, opt_valid: np.ndarray) ->
 PRELOAD_MAX_BYTES = 4 << 30  # "auto" keeps the training pairs in memory up to this estimate (6 bytes a pixel)
 
 
-def _training_arrays(ref: PairRef, input_norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One pair as training sees it: model input (H, W) float16 normalised with the whole pair's statistics,
-    optical (H, W, 3) uint8, and the pixels valid in both."""
+def _training_arrays(ref: PairRef, input_norm: str, channels: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pair as training sees it: model input (H, W) float16 normalised with the whole pair's statistics
+    ((C, H, W) for a polarimetric model's ``channels``), optical (H, W, 3) uint8, and the pixels valid in both."""
     sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
     valid = pair_valid(sar_valid, opt, opt_valid)
     if not valid.any():
         raise SarColorError(f"{ref.name}: no pixel is valid in both SAR and optical")
-    return scene_input(sar, valid, scale, input_norm, 1)[0].astype(np.float16), opt, valid
+    x = scene_input(sar, valid, scale, input_norm, channels)
+    return (x if channels == POLARIMETRIC_CHANNELS else x[0]).astype(np.float16), opt, valid
 
 
 def pair_sizes(pairs: Sequence[PairRef]) -> list[tuple[int, int]]:
@@ -587,7 +592,8 @@ class CropDataset(torch.utils.data.Dataset):
                 log.info("training pairs (~%.1f GiB) are read at each sample, not kept in memory",
                          areas.sum() * 6 / 2**30)
         # Pixels (nodata, damage) are checked up front when preloaded, otherwise when a pair is first drawn.
-        self.items = [_training_arrays(ref, input_norm) for ref in self.refs] if preload else None
+        self.array_channels = in_channels if in_channels == POLARIMETRIC_CHANNELS else 1
+        self.items = [_training_arrays(ref, input_norm, self.array_channels) for ref in self.refs] if preload else None
         self.weights = areas / areas.sum()  # big scenes are sampled in proportion to their area
         if balance_sources:  # ... within their source; each source is drawn equally often
             names = [r.source for r in self.refs]
@@ -601,7 +607,8 @@ class CropDataset(torch.utils.data.Dataset):
         return self.items is not None
 
     def _pair(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.items[k] if self.items is not None else _training_arrays(self.refs[k], self.input_norm)
+        return (self.items[k] if self.items is not None
+                else _training_arrays(self.refs[k], self.input_norm, self.array_channels))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -645,17 +652,19 @@ class PixelDataset(CropDataset):
 
     def __init__(self, refs: list[PairRef], *, features: Callable[[torch.Tensor], torch.Tensor], factor: int,
                  pixels: int, input_norm: str, samples_per_epoch: int, seed: int = 0,
-                 renders: Sequence[str] | None = None, balance_sources: bool = False) -> None:
-        super().__init__(refs, crop=factor, input_norm=input_norm, in_channels=1, samples_per_epoch=samples_per_epoch,
+                 renders: Sequence[str] | None = None, balance_sources: bool = False, in_channels: int = 1) -> None:
+        super().__init__(refs, crop=factor, input_norm=input_norm, in_channels=in_channels,
+                         samples_per_epoch=samples_per_epoch,
                          seed=seed, augment=False, preload=True, renders=renders, balance_sources=balance_sources)
         self.pixels = pixels
         self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.no_grad():
             for x, opt, valid in self.items:
-                h, w = x.shape[0] // factor * factor, x.shape[1] // factor * factor
+                x = x if x.ndim == 3 else x[None]  # (C, H, W)
+                h, w = x.shape[1] // factor * factor, x.shape[2] // factor * factor
                 if not h or not w:
                     raise SarColorError(f"a training pair is smaller than {factor} px")
-                feats = features(torch.from_numpy(x[:h, :w].astype(np.float32))[None, None])[0]
+                feats = features(torch.from_numpy(x[:, :h, :w].astype(np.float32))[None])[0]
                 rgb = torch.from_numpy(opt[:h, :w].astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
                 lab, keep = lab_blocks(rgb, torch.from_numpy(valid[:h, :w].astype(np.float32))[None, None], factor)
                 kept = keep[0, 0].flatten() > 0

@@ -280,7 +280,7 @@ def _tile_input(raw: np.ndarray, valid: np.ndarray, t: Tile, plan: _TilePlan, cf
     """
     cols = slice(t.x, t.x + t.w)
     tile = raw[:, cols].astype(np.float32)  # a copy: the strip is kept for the next row of tiles
-    tile[~valid[:, cols]] = plan.stats.median
+    tile[~valid[:, cols]] = plan.stats.fill  # per band for a dual-pol (h, w, 2) tile
     return model_input(tile, plan.stats, cfg.input_norm, cfg.in_channels)
 
 

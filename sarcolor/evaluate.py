@@ -39,6 +39,7 @@ from .data import PairRef, build_splits, load_config, pair_sizes, pair_valid, re
 from .errors import SarColorError
 from .looks import LOOKS
 from .preprocess import SceneStats, scene_stats, to_db
+from .raster import DUAL
 
 log = logging.getLogger("sarcolor")
 
@@ -60,12 +61,20 @@ def sar_display(sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.nd
     linear or amplitude input it is the scene's 99th percentile, which is how volkov_s1s2's PNGs were made.
     Invalid pixels are 0.
     """
+    sar_raw = co_pol(sar_raw)
     return _display(sar_raw, sar_valid, scene_stats(sar_raw, sar_valid, scale))
+
+
+def co_pol(sar_raw: np.ndarray) -> np.ndarray:
+    """The co-pol band of a dual-pol (H, W, 2) SAR (what the colour SAR look's lightness is made from); a
+    single band as it is."""
+    return sar_raw[..., 0] if sar_raw.ndim == 3 else sar_raw
 
 
 def sar_views(sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
     """The SAR's 8-bit grey display (``sar_display``) and its log (dB, ``preprocess.to_db``; what
     ``metrics.structure`` compares edges with), from one pass of scene statistics."""
+    sar_raw = co_pol(sar_raw)
     stats = scene_stats(sar_raw, sar_valid, scale)
     return _display(sar_raw, sar_valid, stats), to_db(sar_raw, stats.scale)
 
@@ -181,6 +190,42 @@ class IntensityLookup:
     def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
         lut = np.clip(np.rint(self.table), 0, 255).astype(np.uint8)
         return lut[sar_display(sar_raw, sar_valid, scale)]
+
+
+def hyp3_rgb(co_db: np.ndarray, cross_db: np.ndarray, threshold_db: float = -24.0) -> np.ndarray:
+    """ASF HyP3's RGB decomposition of dual-pol backscatter (hyp3-lib ``docs/rgb_decomposition.md``), a fixed
+    formula: red surface scattering with some volume scattering, green volume scattering (cross-pol), blue
+    surface scattering with very low volume scattering; pixels whose cross-pol is below ``threshold_db`` (water,
+    smooth ground) go blue. dB (H, W) in, (H, W, 3) uint8 out (1..255)."""
+    cp, xp = 10.0 ** (co_db.astype(np.float64) / 10.0), 10.0 ** (cross_db.astype(np.float64) / 10.0)
+    blue_mask = xp < 10.0 ** (threshold_db / 10.0)
+    red_mask = ~blue_mask
+    surface = cp - 3.0 * xp
+    z = blue_mask * np.arctan(np.sqrt(np.clip(cp - xp, 0.0, None))) * 2.0 / np.pi
+    i_r = 2.0 * red_mask * np.sqrt(np.clip(surface, 0.0, None)) + z
+    i_g = 3.0 * red_mask * np.sqrt(xp) + 2.0 * z
+    i_b = 2.0 * blue_mask * np.sqrt(np.clip(-surface, 0.0, None)) + 5.0 * z
+    rgb = np.stack([i_r, i_g, i_b], axis=-1) * 254.0 + 1.0
+    return np.clip(np.nan_to_num(rgb), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Hyp3Decomposition:
+    """Baseline for dual-pol pairs: ``hyp3_rgb`` of their co-pol and cross-pol (no learning)."""
+
+    name: str = "hyp3-rgb"
+    baseline: ClassVar[bool] = True
+
+    def for_pair(self, ref: PairRef) -> Hyp3Decomposition | None:
+        return self if ref.sar_band == DUAL else None
+
+    def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
+        if sar_raw.ndim != 3:
+            raise SarColorError(f"{self.name}: needs a dual-pol (co-pol, cross-pol) SAR")
+        stats = scene_stats(sar_raw, sar_valid, scale)
+        rgb = hyp3_rgb(to_db(sar_raw[..., 0], stats.scale), to_db(sar_raw[..., 1], stats.scale))
+        rgb[~sar_valid] = 0
+        return rgb
 
 
 Fittable = MeanColour | IntensityLookup
@@ -394,7 +439,7 @@ def fit_baselines(train: Sequence[PairRef], quiet: bool = False) -> list[Predict
                                                   IntensityLookup(f"intensity-lookup/src:{ref.source}")))
         for b in (mean, lookup, *mine):
             b.update(*sample)
-    return [SarGrey(), mean.finish(),
+    return [SarGrey(), Hyp3Decomposition(), mean.finish(),
             PerSource("mean-colour/src", {s: m.finish() for s, (m, _) in per_source.items()}),
             lookup.finish(),
             PerSource("intensity-lookup/src", {s: lu.finish() for s, (_, lu) in per_source.items()})]
@@ -521,7 +566,7 @@ def summarise(rows: Sequence[dict], models: Sequence[str], patches: PatchBank | 
             vals["swd"] = patches.swd(name, images) if patches else math.nan
             blocks = patches.block_metrics(name, images) if patches else dict.fromkeys(BLOCK_METRICS, math.nan)
             if group == ALL:
-                blocks = {k: _nanmean([out[s][name][k] for s in sources]) for k in BLOCK_METRICS}
+                blocks = {k: _nanmean([out[s][name][k] for s in sources if name in out[s]]) for k in BLOCK_METRICS}
             vals.update(blocks)
             vals["count"] = len(mine)
             out[group][name] = vals

@@ -29,8 +29,11 @@ LEE_SIZE = 5  # Lee filter window (pixels)
 # less: tried, it smoothed their sar look to a blur (sharpness of the truth's 0.73 -> 0.23 on volkov_s1s2).
 # (0.12 left the speckle as salt and pepper.)
 LEE_NOISE = 0.2
-GREY_DARK, GREY_BRIGHT = 0.04, 0.96  # display grey of the scene's 1st / 99th dB percentiles (water dark,
-TONE_GAMMA = 1.25  # built-up bright); gamma > 1 darkens the mid-tones toward optical imagery's typical grey
+# Display grey of the scene's 1st / 99th dB percentiles: water and radar shadow dark, built-up bright. The dark end
+# is lifted to about L* 17 (not black, L* 3), where a colour can still show (a lake's navy, a shadowed slope's
+# green), yet darker than any land around it.
+GREY_DARK, GREY_BRIGHT = 0.16, 0.96
+TONE_GAMMA = 1.25  # gamma > 1 darkens the mid-tones toward optical imagery's typical grey
 GUIDE_RADIUS = 2  # guided-filter box radius at the colour's (reduced) resolution
 GUIDE_EPS = 0.01  # guided-filter regularisation (guide in [0, 1]): larger keeps more of the model's own colour
 

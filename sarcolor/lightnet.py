@@ -23,7 +23,7 @@ from . import lightlooks
 from .config import check_tile_multiple
 from .errors import SarColorError
 from .lightlooks import Mapper
-from .modelfile import ModelConfig, check_render, read_config
+from .modelfile import ModelConfig, check_render, flag_channels, read_config, stat_channels
 
 FACTOR = 4  # colour resolution: 1/4 of the input's
 HEAD_POSITIONS = 2048  # block positions per pass of the head: its 64-channel temporaries stay in the cache
@@ -70,20 +70,43 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return np.subtract(np.maximum(x, dt(0)), q, out=q)
 
 
+def n_features(cfg: ModelConfig) -> int:
+    return stat_channels(cfg) * (2 + 3 * len(cfg.windows)) + flag_channels(cfg)
+
+
 def features(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """(C, H, W) normalised SAR, H and W multiples of 4 -> (C x (2 + 3 x len(windows)), H/4, W/4) context
-    statistics: per input channel, per 4x4 block its mean and standard deviation, then over square windows of
-    ``cfg.windows`` blocks the mean of the block means, their standard deviation and the mean block texture."""
-    out = []
-    for ch in x[:cfg.in_channels].astype(np.float32, copy=False):
-        m0 = lightlooks.avg_pool(ch, FACTOR)
-        s0 = _std(lightlooks.avg_pool(ch * ch, FACTOR), m0)
-        out += [m0, s0]
-        moments = np.stack([m0, m0 * m0, s0])
-        for size in cfg.windows:
-            m, q, t = lightlooks.box_filter(moments, size // 2)
-            out += [m, _std(q, m), t]
-    return np.stack(out)
+    """(C, H, W) model input, H and W multiples of 4 -> (``n_features``, H/4, W/4) context statistics of its
+    ``stat_channels``: per 4x4 block their means and standard deviations, then over square windows of
+    ``cfg.windows`` blocks the mean of the block means, their standard deviation and the mean block texture,
+    grouped by statistic (as ``models.ContextNet.features``); then the ``flag_channels``' block means."""
+    k = stat_channels(cfg)
+    xs = x[:k].astype(np.float32, copy=False)
+    # A polarimetric model's absolute-dB and ratio channels are zero for an uncalibrated or single-band scene: their
+    # statistics are constants, so only the channels that vary go through the box filters (2-3x less work).
+    live = [c for c in range(k) if c == 0 or xs[c].any()]
+    m0 = np.stack([lightlooks.avg_pool(xs[c], FACTOR) for c in live])
+    s0 = _std(np.stack([lightlooks.avg_pool(xs[c] * xs[c], FACTOR) for c in live]), m0)
+    out = [_all_channels(m0, live, k, 0.0), _all_channels(s0, live, k, _ZERO_STD)]
+    moments = np.concatenate([m0, m0 * m0, s0])
+    for size in cfg.windows:
+        m, q, t = np.split(lightlooks.box_filter(moments, size // 2), 3)
+        out += [_all_channels(m, live, k, 0.0), _all_channels(_std(q, m), live, k, _ZERO_STD),
+                _all_channels(t, live, k, _ZERO_STD)]
+    flags = x[k:k + flag_channels(cfg)].astype(np.float32, copy=False)
+    out += [np.stack([lightlooks.avg_pool(ch, FACTOR) for ch in flags])] if len(flags) else []
+    return np.concatenate(out)
+
+
+_ZERO_STD = np.sqrt(np.float32(1e-6))  # ``_std`` of a channel of zeros
+
+
+def _all_channels(stat: np.ndarray, live: list[int], k: int, fill: float) -> np.ndarray:
+    """One statistic of the ``live`` channels (len(live), h, w) -> of all ``k``, the others' being ``fill``."""
+    if len(live) == k:
+        return stat
+    out = np.full((k, *stat.shape[1:]), fill, np.float32)
+    out[live] = stat
+    return out
 
 
 def _std(sq_mean: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -137,7 +160,7 @@ class LightNet:
         except ValueError as exc:
             raise SarColorError(f"{path}: its sarcolor config is invalid ({exc})") from None
         w = cfg.width
-        expected = {"inp.weight": (w, 2 + 3 * len(cfg.windows), 1, 1), "inp.bias": (w,), "mlp.1.weight": (w, w, 1, 1),
+        expected = {"inp.weight": (w, n_features(cfg), 1, 1), "inp.bias": (w,), "mlp.1.weight": (w, w, 1, 1),
                     "mlp.1.bias": (w,), "mlp.3.weight": (3, w, 1, 1), "mlp.3.bias": (3,),
                     "render_embed.weight": (max(1, len(cfg.renders)), w)}
         if {k: v.shape for k, v in weights.items()} != expected:

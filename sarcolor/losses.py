@@ -110,13 +110,41 @@ def colour_loss(logits: torch.Tensor, lightness: torch.Tensor, target: torch.Ten
 AB_LOSSES = ("squared", "ciede2000")  # regress_loss's a*b* terms
 
 
+def _centred(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Each sample's values minus its mean over its kept positions (N, C, ...)."""
+    dims = tuple(range(2, x.dim()))
+    mean = (x * keep).sum(dims, keepdim=True) / keep.sum(dims, keepdim=True).clamp_min(1.0)
+    return (x - mean) * keep
+
+
+def contrast_loss(ab: torch.Tensor, lab: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Squared error (/ 100) of the within-sample colour contrasts: each sample's (one scene's blocks) a*b*
+    minus its own mean, against the truth's. It scores which places differ in colour from the rest of their
+    scene, apart from the scene's overall balance, which the SAR does not determine."""
+    return _masked_mean(((_centred(ab, keep) - _centred(lab[:, 1:], keep)) ** 2).sum(1, keepdim=True) / 100, keep)
+
+
+def spread_loss(ab: torch.Tensor, lab: torch.Tensor, keep: torch.Tensor, target: float = 0.8) -> torch.Tensor:
+    """Squared shortfall (/ 100) of each sample's colour spread (RMS of its centred a*b*) below ``target`` x the
+    truth's: a loss that does not reward the average, where a regression alone fades every contrast it is
+    unsure of toward one tint. Spread beyond the target costs nothing here (the other terms bound it)."""
+    dims = tuple(range(1, ab.dim()))
+    n = keep.sum(dims).clamp_min(1.0)
+    pred = ((_centred(ab, keep) ** 2).sum(dims) / n).add(1e-6).sqrt()
+    truth = ((_centred(lab[:, 1:], keep) ** 2).sum(dims) / n).add(1e-6).sqrt()
+    return (torch.relu(target * truth - pred) ** 2).mean() / 100
+
+
 def regress_loss(ab: torch.Tensor, lightness: torch.Tensor, lab: torch.Tensor, keep: torch.Tensor,
-                 l_weight: float = 1.0, ab_loss: str = "squared") -> dict[str, torch.Tensor]:
+                 l_weight: float = 1.0, ab_loss: str = "squared", contrast_weight: float = 0.0,
+                 spread_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The context model's loss against the truth's Lab (``lab_blocks``: block means at the model's
     resolution, ``keep`` the valid ones) + ``l_weight`` x L1 of the optical L* / 100. The a*b* term,
     ``ab_loss``: ``squared`` (error / 100: the conditional mean) or ``ciede2000`` (/ 10: CIEDE2000 between the
     truth and the prediction under the truth's L*, the evaluation's colour error; it weighs hue over chroma
-    and, like any distance, picks a median-like colour where the SAR cannot say more, not the mean's grey)."""
+    and, like any distance, picks a median-like colour where the SAR cannot say more, not the mean's grey).
+    ``contrast_weight`` x ``contrast_loss`` and ``spread_weight`` x ``spread_loss`` score the colour within
+    each sample (one scene's blocks) apart from its overall balance."""
     if ab_loss == "ciede2000":
         err = delta_e_2000(lab, torch.cat([lab[:, :1], ab], 1))[:, None] / 10
     elif ab_loss == "squared":
@@ -125,4 +153,10 @@ def regress_loss(ab: torch.Tensor, lightness: torch.Tensor, lab: torch.Tensor, k
         raise ValueError(f"ab_loss {ab_loss!r}: use {' or '.join(AB_LOSSES)}")
     parts = {"ab": _masked_mean(err, keep), "light": _masked_mean((lightness - lab[:, :1]).abs() / 100, keep)}
     parts["total"] = parts["ab"] + l_weight * parts["light"]
+    if contrast_weight:
+        parts["contrast"] = contrast_loss(ab, lab, keep)
+        parts["total"] = parts["total"] + contrast_weight * parts["contrast"]
+    if spread_weight:
+        parts["spread"] = spread_loss(ab, lab, keep)
+        parts["total"] = parts["total"] + spread_weight * parts["spread"]
     return parts

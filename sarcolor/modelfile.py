@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import DEFAULT_OVERLAP, DEFAULT_TILE, check_model_config
 from .errors import SarColorError
+from .preprocess import POLARIMETRIC_CHANNELS
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The one shipped model: contextnet (colour from the SAR's context statistics, trained on every shared source).
@@ -78,6 +79,21 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     return p
 
 
+def stat_channels(cfg: ModelConfig) -> int:
+    """Input channels whose context statistics are taken: the normalised SAR; a polarimetric model's absolute dB
+    and cross-pol ratio too (``preprocess.polarimetric_input``)."""
+    return 3 if cfg.in_channels == POLARIMETRIC_CHANNELS else 1
+
+
+def flag_channels(cfg: ModelConfig) -> int:
+    """Input channels passed on as their block means: a polarimetric model's calibrated and dual-pol flags."""
+    return cfg.in_channels - 3 if cfg.in_channels == POLARIMETRIC_CHANNELS else 0
+
+
+# Earlier names of renderings, still accepted: BigEarthNet's optical is Sentinel-2 L2A reflectance / 3000.
+RENDER_ALIASES = {"ben-l2a": "s2-l2a"}
+
+
 def check_render(cfg: ModelConfig, render: str | None) -> str | None:
     """The optical rendering (whose colour balance the output takes) that ``render`` asks for: ``render`` itself,
     else the model's default; None for a model without renderings. A one-line error for a name the model does
@@ -87,6 +103,7 @@ def check_render(cfg: ModelConfig, render: str | None) -> str | None:
             raise SarColorError(f"render {render!r}: this model has no renderings (contextnet and colournet have)")
         return None
     name = render or cfg.render or cfg.renders[0]
+    name = name if name in cfg.renders else RENDER_ALIASES.get(name, name)
     if name not in cfg.renders:
         raise SarColorError(f"render {name!r}: this model knows {', '.join(cfg.renders)}")
     return name

@@ -25,9 +25,11 @@ from .modelfile import (  # noqa: F401  (re-exported: the model file's config li
     WEIGHTS_DIR,
     ModelConfig,
     check_render,
+    flag_channels,
     read_config,
     read_metadata,
     resolve_model_path,
+    stat_channels,
 )
 from .tiling import mirror_index
 
@@ -297,22 +299,36 @@ class ContextNet(LookNet):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg, self.renders = cfg, list(cfg.renders) or ["default"]
-        n_feat = 2 + 3 * len(cfg.windows)
+        n_feat = self.stat_channels * (2 + 3 * len(cfg.windows)) + self.flag_channels
         self.inp = nn.Conv2d(n_feat, cfg.width, 1)
         self.render_embed = nn.Embedding(len(self.renders), cfg.width)
         nn.init.zeros_(self.render_embed.weight)
         self.mlp = nn.Sequential(nn.GELU(), nn.Conv2d(cfg.width, cfg.width, 1), nn.GELU(),
                                  nn.Conv2d(cfg.width, 3, 1))
 
+    @property
+    def stat_channels(self) -> int:
+        return stat_channels(self.cfg)
+
+    @property
+    def flag_channels(self) -> int:
+        return flag_channels(self.cfg)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) normalised SAR -> (N, 2 + 3 x len(windows), H/4, W/4) context statistics."""
-        x = x[:, :1].float()
-        m0 = F.avg_pool2d(x, self.factor)
-        s0 = (F.avg_pool2d(x * x, self.factor) - m0 * m0).clamp_min(0).add(1e-6).sqrt()
+        """(N, C, H, W) model input -> (N, k x (2 + 3 x len(windows)) + flags, H/4, W/4) context statistics of
+        its k ``stat_channels``, grouped by statistic (block means of the k channels, block stds, then per window
+        the means, stds and mean block stds), then the ``flag_channels``' block means."""
+        k = self.stat_channels
+        x = x.float()
+        xs = x[:, :k]
+        m0 = F.avg_pool2d(xs, self.factor)
+        s0 = (F.avg_pool2d(xs * xs, self.factor) - m0 * m0).clamp_min(0).add(1e-6).sqrt()
         feats = [m0, s0]
         for size in self.cfg.windows:
-            m, q, t = looks.box_filter(torch.cat([m0, m0 * m0, s0], 1), size // 2).split(1, 1)
+            m, q, t = looks.box_filter(torch.cat([m0, m0 * m0, s0], 1), size // 2).split(k, 1)
             feats += [m, (q - m * m).clamp_min(0).add(1e-6).sqrt(), t]
+        if self.flag_channels:
+            feats.append(F.avg_pool2d(x[:, k:k + self.flag_channels], self.factor))
         # channels-last as the model's weights at inference: the 1x1 convolutions are then plain matrix products
         return torch.cat(feats, 1).contiguous(memory_format=torch.channels_last)
 

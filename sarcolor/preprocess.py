@@ -8,7 +8,7 @@ normalised identically and no seam can come from normalisation.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +27,10 @@ DB_LIMIT = 1000.0  # |dB| beyond this is no measurement (backscatter lies within
 # 0.20). Its own dark end is kept (not a fixed -28 dB: that made those patches black but flat, SAR structure kept
 # 0.98 -> 0.27-0.68). A scene with land keeps its own range, so its tone is the same whatever its calibration.
 TONE_BRIGHT_DB = -12.0
+# A polarimetric model's input (``polarimetric_input``): normalised co-pol, absolute dB, cross-pol ratio, two flags.
+POLARIMETRIC_CHANNELS = 5
+ABS_DB = (-15.0, 7.0)  # absolute backscatter: (dB - centre) / scale, so -22..-8 dB (water..built-up) -> -1..1
+RATIO_DB = (-8.0, 4.0)  # cross-pol minus co-pol: -12..-4 dB (bare surface..vegetation volume) -> -1..1
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,13 @@ class SceneStats:
     ref: float  # the dB value that an 8-bit display product would show as white (255)
     median: float  # median of valid pixels in raw units: what invalid pixels are filled with before normalising
     tone_hi: float | None = None  # the sar look's white point in dB where it is not ``hi`` (its dark point is lo)
+    calibrated: bool = False  # float backscatter (dB, power, amplitude): its values mean something on their own
+    medians: tuple[float, ...] = ()  # a dual-pol scene's median per band (co-pol, cross-pol), in raw units
+
+    @property
+    def fill(self) -> float | np.ndarray:
+        """What invalid pixels take: the median, per band for a dual-pol scene (rows are (h, w, bands))."""
+        return np.asarray(self.medians, np.float32) if self.medians else self.median
 
     def tone_map(self) -> tuple[float, float]:
         """(gain, offset) taking the model's input (``lo``..``hi`` -> -1..1) to the sar look's tone range
@@ -119,7 +130,14 @@ def valid_values(sample: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
 
 
 def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> SceneStats:
-    """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN."""
+    """Statistics of a (possibly decimated) view of the whole scene; ``valid`` masks nodata/NaN. A dual-pol
+    scene's sample is (h, w, 2) (co-pol, cross-pol): its statistics are the co-pol band's, with both medians."""
+    if sample.ndim == 3:
+        ok = np.isfinite(sample).all(axis=-1) if sample.dtype.kind == "f" else np.ones(sample.shape[:2], bool)
+        ok = ok if valid is None else ok & valid
+        stats = scene_stats(sample[..., 0], ok, scale)
+        medians = tuple(percentiles(valid_values(sample[..., b], ok), [50])[0] for b in range(sample.shape[-1]))
+        return replace(stats, medians=medians)
     v = valid_values(sample, valid)
     if v.size == 0:
         raise SarColorError("image has no valid pixels (all NaN or nodata)")
@@ -138,11 +156,36 @@ def scene_stats(sample: np.ndarray, valid: np.ndarray | None, scale: str) -> Sce
     # only float backscatter is calibrated (8-bit exports, integer DN and what --scale 8bit calls a display are not)
     calibrated = sample.dtype.kind == "f" and scale != "8bit"
     tone_hi = TONE_BRIGHT_DB if calibrated and hi < TONE_BRIGHT_DB else None
-    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median, tone_hi=tone_hi)
+    return SceneStats(scale=scale, lo=lo, hi=hi, ref=ref, median=median, tone_hi=tone_hi, calibrated=calibrated)
+
+
+def polarimetric_input(raw: np.ndarray, stats: SceneStats) -> np.ndarray:
+    """Raw tile (H, W), or (H, W, 2) co-pol and cross-pol -> the ``POLARIMETRIC_CHANNELS`` input of a model that
+    reads both polarisations and calibrated levels where the input has them: the co-pol (or the single band)
+    normalised as ``logpct``; its absolute dB (calibrated scenes, else 0); the cross-pol ratio in dB (dual-pol
+    calibrated scenes, else 0); and two flags (calibrated, dual-pol) as constant planes. Absolute levels and the
+    ratio are scaled to about -1..1 around typical land values (``ABS_DB``, ``RATIO_DB``)."""
+    dual = raw.ndim == 3
+    co = raw[..., 0] if dual else raw
+    db = to_db(co, stats.scale)
+    out = np.zeros((POLARIMETRIC_CHANNELS, *co.shape), np.float32)
+    out[0] = np.clip(2.0 * (db - stats.lo) / (stats.hi - stats.lo) - 1.0, -1.5, 1.5)
+    if stats.calibrated:
+        out[1] = np.clip((db - ABS_DB[0]) / ABS_DB[1], -2.0, 2.0)
+        out[3] = 1.0
+        if dual:
+            out[2] = np.clip((to_db(raw[..., 1], stats.scale) - db - RATIO_DB[0]) / RATIO_DB[1], -2.0, 2.0)
+            out[4] = 1.0
+    return out
 
 
 def model_input(raw: np.ndarray, stats: SceneStats, input_norm: str, channels: int) -> np.ndarray:
-    """Raw 2-D tile -> (channels, H, W) float32 model input. Invalid pixels must be filled by the caller."""
+    """Raw tile (H, W) (or (H, W, 2) dual-pol) -> (channels, H, W) float32 model input. Invalid pixels must be
+    filled by the caller. A model of ``POLARIMETRIC_CHANNELS`` channels gets ``polarimetric_input``; any other
+    reads the co-pol band of a dual-pol tile."""
+    if channels == POLARIMETRIC_CHANNELS and input_norm == "logpct":
+        return polarimetric_input(raw, stats)
+    raw = raw[..., 0] if raw.ndim == 3 else raw
     db = to_db(raw, stats.scale)
     if input_norm == "logpct":
         # Affine in log space: invariant to calibration gain and to power vs amplitude; robust to speckle.
@@ -162,5 +205,5 @@ def scene_input(raw: np.ndarray, valid: np.ndarray, scale: str, input_norm: str,
     the valid ones (so nodata never pulls its neighbours' colour), then ``model_input``. The tiled engine does
     the same per tile with statistics from the whole scene."""
     stats = scene_stats(raw, valid, scale)
-    filled = np.where(valid, raw, stats.median)
+    filled = np.where(valid[..., None] if raw.ndim == 3 else valid, raw, stats.fill)
     return model_input(filled, stats, input_norm, channels)

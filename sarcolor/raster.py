@@ -109,6 +109,43 @@ def choose_band(data_bands: Sequence[int], *, bands: Sequence[int] | None, polar
     raise SarColorError(f"{name}: {kind}; choose the SAR band with --bands N (or --bands VV,VH)")
 
 
+DUAL = "VV+VH"  # the polarisation of a model that reads both polarisations where the input has them
+CO_POL, CROSS_POL = ("VV", "HH"), ("VH", "HV")
+
+
+def choose_bands(data_bands: Sequence[int], *, bands: Sequence[int] | None, polarisation: str,
+                 descriptions: Sequence[str | None], bands_equal: Callable[[Sequence[int]], bool],
+                 name: str) -> tuple[tuple[int, ...], str | None]:
+    """The 1-based band(s) the model reads: (co-pol, cross-pol) for a model of polarisation ``DUAL`` given a
+    dual-pol input (two data bands, or ``bands`` VV,VH), else the one band of ``choose_band``."""
+    if polarisation.upper() != DUAL:
+        band, msg = choose_band(data_bands, bands=bands, polarisation=polarisation, descriptions=descriptions,
+                                bands_equal=bands_equal, name=name)
+        return (band,), msg
+    if bands is not None and len(bands) == 2:
+        choose_band(data_bands, bands=[bands[0]], polarisation="VV", descriptions=descriptions,
+                    bands_equal=bands_equal, name=name)  # checks that both exist
+        choose_band(data_bands, bands=[bands[1]], polarisation="VV", descriptions=descriptions,
+                    bands_equal=bands_equal, name=name)
+        return (int(bands[0]), int(bands[1])), f"{name}: bands {bands[0]},{bands[1]} read as co-pol, cross-pol"
+    if bands is None and len(data_bands) == 2:
+        names = [(descriptions[b - 1] or "").strip().upper() for b in data_bands]
+        co = [b for b, n in zip(data_bands, names, strict=True) if n in CO_POL]
+        cross = [b for b, n in zip(data_bands, names, strict=True) if n in CROSS_POL]
+        if co and cross:
+            return (co[0], cross[0]), f"{name}: dual-pol, bands {co[0]},{cross[0]} by name (co-pol, cross-pol)"
+        return tuple(data_bands), f"{name}: dual-pol, assuming bands are VV,VH (--bands N for one band)"
+    band, msg = choose_band(data_bands, bands=bands, polarisation="VV", descriptions=descriptions,
+                            bands_equal=bands_equal, name=name)
+    return (band,), msg
+
+
+def stack_bands(data: np.ndarray) -> np.ndarray:
+    """(bands, h, w) as read -> (h, w) for one band, (h, w, bands) channels-last for several: the engine's
+    row and column slicing then carries every band along."""
+    return data[0] if len(data) == 1 else np.ascontiguousarray(np.moveaxis(data, 0, -1))
+
+
 def _bands_equal(sample: np.ndarray, valid: np.ndarray | None = None) -> bool:
     """Are the (bands, h, w) sample's bands the same grey image, allowing for JPEG noise?"""
     s = sample.astype(np.float64)
@@ -215,8 +252,8 @@ def _data_bands(ds: DatasetReader) -> list[int]:
     return [b for b in range(1, ds.count + 1) if b not in alpha]
 
 
-def file_band(ds: DatasetReader, name: str, *, bands: Sequence[int] | None = None, polarisation: str = "VH"
-              ) -> tuple[int, str | None]:
+def file_bands(ds: DatasetReader, name: str, *, bands: Sequence[int] | None = None, polarisation: str = "VH"
+               ) -> tuple[tuple[int, ...], str | None]:
     """``choose_band`` for an open file: the one band rule of colorize, training and evaluation.
 
     Returns (1-based band, a message to log or None).
@@ -230,8 +267,15 @@ def file_band(ds: DatasetReader, name: str, *, bands: Sequence[int] | None = Non
                           "reading a sample") for y, x in corners]
         return _bands_equal(np.concatenate(parts, axis=1))
 
-    return choose_band(_data_bands(ds), bands=bands, polarisation=polarisation, descriptions=ds.descriptions,
-                       bands_equal=bands_equal, name=name)
+    return choose_bands(_data_bands(ds), bands=bands, polarisation=polarisation, descriptions=ds.descriptions,
+                        bands_equal=bands_equal, name=name)
+
+
+def file_band(ds: DatasetReader, name: str, *, bands: Sequence[int] | None = None, polarisation: str = "VH"
+              ) -> tuple[int, str | None]:
+    """``file_bands`` for a single-band model: (1-based band, a message to log or None)."""
+    chosen, msg = file_bands(ds, name, bands=bands, polarisation=polarisation)
+    return chosen[0], msg
 
 
 class RasterSource:
@@ -258,17 +302,21 @@ class RasterSource:
         for b in _data_bands(ds):  # before choosing a band: that reads pixels, which must be of a usable type
             nbits = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
             check_pixel_type(self.name, ds.dtypes[b - 1], int(nbits) if (nbits or "").isdigit() else None)
-        self.band, msg = file_band(ds, self.name, bands=bands, polarisation=polarisation)
+        self.bands, msg = file_bands(ds, self.name, bands=bands, polarisation=polarisation)
+        self.band = self.bands[0]
         if msg:
             log.info(msg)
+        dtypes = {ds.dtypes[b - 1] for b in self.bands}
+        if len(dtypes) > 1:
+            raise SarColorError(f"{self.name}: bands {self.bands} differ in pixel type ({', '.join(sorted(dtypes))})")
         self.dtype = np.dtype(ds.dtypes[self.band - 1])
         self.file_nodata = ds.nodatavals[self.band - 1]
         self.user_nodata = nodata
-        flags = ds.mask_flag_enums[self.band - 1]
+        flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
         # GDAL's mask band already combines nodata, alpha and internal masks; skip reading it when it is
         # trivially all-valid or a plain nodata comparison that numpy does on the data we already have.
-        self._mask_kind = ("none" if MaskFlags.all_valid in flags else
-                           "nodata" if flags == [MaskFlags.nodata] else "gdal")
+        self._mask_kind = ("none" if all(MaskFlags.all_valid in f for f in flags) else
+                           "nodata" if all(f == [MaskFlags.nodata] for f in flags) else "gdal")
         gcps, gcrs = ds.gcps
         has_transform = ds.transform != Affine.identity()
         self.georef = Georef(crs=ds.crs if has_transform else None,
@@ -306,9 +354,10 @@ class RasterSource:
         return _guarded(self.ds, self.name, fn, what)
 
     def _valid(self, data: np.ndarray, window: Window) -> np.ndarray:
+        """Valid pixels of rows read (``stack_bands``' layout): valid in every band read."""
         if self._mask_kind == "gdal":
-            m = self._guard(lambda: self.ds.read_masks(self.band, window=window), "reading the mask")
-            valid = m > 0
+            m = self._guard(lambda: self.ds.read_masks(list(self.bands), window=window), "reading the mask")
+            valid = stack_bands(m > 0)
         elif self._mask_kind == "nodata":
             valid = _nodata_mask(data, self.file_nodata)
         else:
@@ -317,7 +366,7 @@ class RasterSource:
             valid &= np.isfinite(data)
         if self.user_nodata is not None:
             valid &= _nodata_mask(data, self.user_nodata)
-        return valid
+        return valid.all(axis=-1) if valid.ndim == 3 else valid
 
     def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows [y0, y1) at full width: (data in the file's dtype, valid mask); read-only views when the whole
@@ -325,9 +374,9 @@ class RasterSource:
         if self._whole is not None:
             return self._whole[0][y0:y1], self._whole[1][y0:y1]
         window = Window(0, y0, self.width, y1 - y0)
-        data = self._guard(lambda: self.ds.read(self.band, window=window), f"rows {y0}-{y1}")
+        data = stack_bands(self._guard(lambda: self.ds.read(list(self.bands), window=window), f"rows {y0}-{y1}"))
         valid = self._valid(data, window)
-        if self.palette is not None:  # index -> the grey it stands for
+        if self.palette is not None:  # index -> the grey it stands for (palette images have one band)
             grey, known = self.palette
             data, valid = grey[data], valid & known[data]
         return _narrow(data, valid)
@@ -461,17 +510,21 @@ class ArraySource:
         check_pixel_type(name, str(a.dtype))
         _, self.height, self.width = a.shape
         _check_size(name, self.height, self.width)
-        self.band, msg = choose_band(list(range(1, a.shape[0] + 1)), bands=bands, polarisation=polarisation,
-                                     descriptions=[None] * a.shape[0],
-                                     bands_equal=lambda b: _bands_equal(a[[i - 1 for i in b]]), name=name)
+        self.bands, msg = choose_bands(list(range(1, a.shape[0] + 1)), bands=bands, polarisation=polarisation,
+                                       descriptions=[None] * a.shape[0],
+                                       bands_equal=lambda b: _bands_equal(a[[i - 1 for i in b]]), name=name)
+        self.band = self.bands[0]
         if msg:
             log.info(msg)
-        self.data = a[self.band - 1]
+        picked = [b - 1 for b in self.bands]
+        self.data = stack_bands(a[picked])
         self.dtype = self.data.dtype
-        self.mask = None if mask is None else mask[self.band - 1]
+        self.mask = None if mask is None else stack_bands(mask[picked])
+        if self.mask is not None and self.mask.ndim == 3:
+            self.mask = self.mask.any(axis=-1)
         if valid is not None:
-            if valid.shape != self.data.shape:
-                raise SarColorError(f"{name}: valid mask {valid.shape} != image shape {self.data.shape}")
+            if valid.shape != self.data.shape[:2]:
+                raise SarColorError(f"{name}: valid mask {valid.shape} != image shape {self.data.shape[:2]}")
             self.mask = ~valid.astype(bool) if self.mask is None else (self.mask | ~valid.astype(bool))
         self.nodata = nodata
         self.georef = Georef()
@@ -480,6 +533,8 @@ class ArraySource:
         valid = _nodata_mask(data, self.nodata)
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data)
+        if valid.ndim == 3:
+            valid = valid.all(axis=-1)
         if mask is not None:
             valid &= ~mask
         return valid

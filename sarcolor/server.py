@@ -77,12 +77,11 @@ _MAGIC: list[tuple[bytes, str]] = [
 ]
 # The optical renderings of the shipped model in the analyst's words (the page shows another model's by name).
 RENDER_NAMES = {
-    "s2-l1c-p99": "Sentinel-2 true colour (California, Texas)",
+    "s2-l2a": "Sentinel-2 natural colour (L2A)",
+    "s2-l1c-p99": "Sentinel-2 L1C, stretched per channel",
     "sih-display": "ISRO's sample scenes (India)",
     "sen12": "SEN1-2 (worldwide)",
-    "ben-l2a": "BigEarthNet, Sentinel-2 L2A (Europe)",
-    "s2-l2a": "Sentinel-2 natural colour (L2A reflectance)",
-    "3mos": "3MOS optical views (five SAR sensors)",
+    "3mos": "Google-Earth-like views (3MOS)",
 }
 _EXT = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
 _MAX_BANDS = 16  # with max_pixels this bounds the decoded bytes of a TIFF too
@@ -983,7 +982,7 @@ def _add_colorize_route(app: FastAPI, svc: _Service) -> None:
         look: Literal[LOOKS] = Query("sar", description="sar: lightness from the SAR, colour from the model; "  # type: ignore[valid-type]
                                      "optical: the full optical-like prediction"),
         render: str | None = Query(None, max_length=32, description="whose optical colour balance to give "
-                                   "(contextnet: s2-l1c-p99, the default; sih-display; sen12; ben-l2a)"),
+                                   "(the shipped model: s2-l2a, the default; s2-l1c-p99; sih-display; sen12; 3mos)"),
     ) -> Response:
         job = await run_in_threadpool(svc.prepare, file, scale, bands, look, render)
         svc.jobs.submit(job)  # 503 when the queue is full

@@ -56,6 +56,7 @@ from .models import (
     seed_config,
 )
 from .preprocess import scene_input
+from .raster import DUAL
 from .tiling import pad_to_multiple
 
 log = logging.getLogger("sarcolor")
@@ -77,6 +78,7 @@ DEFAULTS: dict = {
         "ema": 0.999, "threads": 0,
         "light_weight": 1.0, "rebalance": 0.5,  # colour loss: L* term's weight; mix of the rebalancing prior
         "ab_loss": "ciede2000",  # regress loss: a*b* error as CIEDE2000 or squared (losses.regress_loss)
+        "contrast_weight": 0.0, "spread_weight": 0.0,  # regress loss: within-scene colour (losses.regress_loss)
         "balance_sources": False,  # draw each data source equally often (else in proportion to its area)
         "ckpt_every": 200, "val_every": 500, "val_crop": 512, "log_every": 20,
     },
@@ -91,7 +93,8 @@ LOSS_ARCHS: dict[str, tuple[str, ...]] = {"sarcolor": ("sarcolornet", "pix2pix-s
 _TRAJECTORY = ("seed", "model", "data", "train.loss", "train.steps", "train.batch_size", "train.crop",
                "train.samples_per_epoch", "train.augment", "train.lr", "train.weight_decay", "train.warmup",
                "train.betas", "train.ema", "train.loss_weights", "train.light_weight",
-               "train.rebalance", "train.balance_sources", "train.ab_loss")
+               "train.rebalance", "train.balance_sources", "train.ab_loss", "train.contrast_weight",
+               "train.spread_weight")
 DIGEST_ENV = "SARCOLOR_RANK_DIGEST"  # a folder: each rank writes rank<N>.json (weights hash, losses) at the end
 
 
@@ -466,7 +469,8 @@ class Trainer:
             parts = losses.colour_loss(logits, light, y, v, self.bin_weights, self.gen.factor, tc["light_weight"])
         elif tc["loss"] == "regress":  # x: context statistics, y: the truth's block Lab (data.PixelDataset)
             ab, light = self.ddp_net(x, r.to(self.device))
-            parts = losses.regress_loss(ab, light, y, v, tc["light_weight"], tc["ab_loss"])
+            parts = losses.regress_loss(ab, light, y, v, tc["light_weight"], tc["ab_loss"],
+                                        tc["contrast_weight"], tc["spread_weight"])
         else:
             pred = self.ddp_net(x)
             if self.pix2pix:
@@ -524,7 +528,7 @@ def _val_items(refs: list[PairRef], mcfg: ModelConfig, size: int, multiple: int
         valid = sv & ov
         if not valid.any():
             raise SarColorError(f"validation pair {ref.name}: no valid pixel")
-        h, w = sar.shape
+        h, w = sar.shape[:2]
         x = scene_input(sar, valid, scale, mcfg.input_norm, mcfg.in_channels)
         s = min(size, h, w) // multiple * multiple  # the model takes multiples of this
         if s == 0:  # a patch smaller than the model's multiple: all of it, mirrored out (scored unpadded)
@@ -697,15 +701,25 @@ def _starting_point(cfg: dict, ck_path: Path, resume: bool, init: str | None
     return mcfg, None, None, gen_state
 
 
+def with_single_bands(refs: list[PairRef]) -> list[PairRef]:
+    """Dual-pol pairs (``sar_band: VV+VH``) once as they are and once per band alone: a model that reads both
+    polarisations where the input has them must still colour the single-band exports analysts also bring."""
+    out = list(refs)
+    for r in refs:
+        if r.sar_band == DUAL:
+            out += [replace(r, name=f"{r.name}#{pol}", sar_band=pol) for pol in ("VV", "VH")]
+    return out
+
+
 def _dataset(trainer: Trainer, train_refs: list[PairRef], mcfg: ModelConfig, tc: dict, seed: int) -> CropDataset:
     """The training samples for the loss: context statistics computed once (contextnet, ``regress``: they
     have no weights) or crops."""
     renders = mcfg.renders if mcfg.arch in LOOK_ARCHS else None
     if tc["loss"] == "regress":
         return PixelDataset(
-            train_refs, features=trainer.gen.features, factor=trainer.gen.factor, pixels=int(tc["pixels"]),
-            input_norm=mcfg.input_norm, samples_per_epoch=tc["samples_per_epoch"], seed=seed, renders=renders,
-            balance_sources=bool(tc["balance_sources"]))
+            with_single_bands(train_refs), features=trainer.gen.features, factor=trainer.gen.factor,
+            pixels=int(tc["pixels"]), input_norm=mcfg.input_norm, samples_per_epoch=tc["samples_per_epoch"],
+            seed=seed, renders=renders, balance_sources=bool(tc["balance_sources"]), in_channels=mcfg.in_channels)
     return CropDataset(train_refs, crop=tc["crop"], input_norm=mcfg.input_norm,
                        in_channels=mcfg.in_channels, samples_per_epoch=tc["samples_per_epoch"], seed=seed,
                        augment=bool(tc["augment"]), preload=_preload(tc["preload"]), renders=renders,

@@ -49,7 +49,7 @@ def write_pairs(root: Path, names: list[str], seed: int = 0, size: tuple[int, in
     return root
 
 
-BASELINES = ["sar-grey", "mean-colour", "mean-colour/src", "intensity-lookup", "intensity-lookup/src"]
+BASELINES = ["sar-grey", "hyp3-rgb", "mean-colour", "mean-colour/src", "intensity-lookup", "intensity-lookup/src"]
 
 
 class GreyCopy:
@@ -147,8 +147,9 @@ def test_per_source_baselines_fit_their_own_source(tmp_path):
         assert summary[source]["intensity-lookup/src"]["colour_error"] == 0.0
         assert summary[source]["intensity-lookup"]["colour_error"] > 5
         assert summary[source]["mean-colour/src"]["ciede2000"] < summary[source]["mean-colour"]["ciede2000"]
-        assert all(v["count"] == 1 for v in summary[source].values())
-    assert all(v["count"] == 2 for v in summary["all"].values())
+        assert summary[source]["hyp3-rgb"]["count"] == 0  # dual-pol pairs only
+        assert all(v["count"] == 1 for k, v in summary[source].items() if k != "hyp3-rgb")
+    assert all(v["count"] == 2 for k, v in summary["all"].items() if k != "hyp3-rgb")
     all_lookup = [r["colour_error"] for r in report.rows if r["model"] == "intensity-lookup"]
     assert summary["all"]["intensity-lookup"]["colour_error"] == pytest.approx(np.mean(all_lookup))
     # SWD is one number per set: the all-sources value is not the mean of the per-source ones
@@ -187,7 +188,7 @@ def test_report_files_and_values(tmp_path):
     preds = [GreyCopy(), *ev.fit_baselines(refs[:2], quiet=True)]
     out = tmp_path / "report"
     report = ev.run_evaluation(refs, preds, out, samples=2, heatmaps=True, quiet=True, description="test run")
-    names = ["grey-copy", *BASELINES]
+    names = ["grey-copy", *(b for b in BASELINES if b != "hyp3-rgb")]  # hyp3-rgb: dual-pol pairs only
 
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert len(rows) == 3 * len(names)
@@ -199,7 +200,7 @@ def test_report_files_and_values(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == ["all", "d"] and summary["all"] == summary["d"]  # one source
     summary = summary["all"]
-    assert list(summary) == names
+    assert list(summary) == ["grey-copy", *BASELINES] and summary["hyp3-rgb"]["count"] == 0  # no dual-pol pair
     for name in names:
         assert summary[name]["count"] == 3
         assert set(summary[name]) == {*metrics.METRICS, *metrics.SET_METRICS, "count"}
@@ -219,14 +220,15 @@ def test_report_files_and_values(tmp_path):
     sar, sv, opt, ov, scale = read_pair(refs[2])
     valid = ev.pair_valid(sv, opt, ov)
     grey, sar_db = ev.sar_views(sar, sv, scale)
-    direct = metrics.all_metrics(preds[2].predict(sar, sv, scale), opt, grey, valid, sar_db)
+    mean_colour = next(p for p in preds if p.name == "mean-colour")
+    direct = metrics.all_metrics(mean_colour.predict(sar, sv, scale), opt, grey, valid, sar_db)
     row = next(r for r in report.rows if r["model"] == "mean-colour" and r["image"] == refs[2].name)
     assert row == {**row, **direct}
 
     md = (out / "summary.md").read_text()
     assert "test run" in md and "## all sources (3 pair(s))" in md and "## d (3 pair(s))" in md
     table = [line for line in md.splitlines() if line.startswith("|")]
-    assert len(table) == 2 * (2 + len(names)) and all(f"| {n} |" in md for n in names)
+    assert len(table) == 2 * (3 + len(names)) and all(f"| {n} |" in md for n in names)  # + hyp3-rgb (count 0)
     assert table[0].count("|") == table[2].count("|")
     heat = sorted(p.name for p in (out / "heatmaps").iterdir())
     assert len(heat) == 3 * len(names) and "d_c__grey-copy.png" in heat and "d_c__mean-colour_src.png" in heat
@@ -479,3 +481,14 @@ def test_first_per_source_keeps_each_sources_first_pairs_in_order() -> None:
     assert [r.name for r in ev.first_per_source(refs, 1)] == ["a0", "b2"]
     assert [r.name for r in ev.first_per_source(refs, 2)] == ["a0", "a1", "b2", "b4"]
     assert ev.first_per_source(refs, 0) == refs
+
+
+def test_hyp3_decomposition_colours_water_blue_vegetation_green_and_bare_ground_red() -> None:
+    from sarcolor.evaluate import hyp3_rgb
+
+    co = np.array([[-25.0, -8.0, -4.0]])  # calm water, vegetation, bright bare/built-up ground (VV dB)
+    cross = np.array([[-30.0, -13.0, -20.0]])
+    rgb = hyp3_rgb(co, cross).astype(int)[0]
+    water, veg, bare = rgb
+    assert water[2] > max(water[:2]) and veg[1] > max(veg[0], veg[2]) and bare[0] > max(bare[1], bare[2])
+    assert rgb.min() >= 1  # 0 is kept for nodata

@@ -323,3 +323,29 @@ def test_contextnet_head_over_bands_of_rows_equals_one_pass(monkeypatch: pytest.
             monkeypatch.setattr(models, "HEAD_POSITIONS", positions)
             for got, want in zip(net.head(feats, render), whole, strict=True):
                 assert torch.equal(got, want)
+
+
+def test_polarimetric_contextnet_reads_statistics_of_three_channels_and_two_flags() -> None:
+    from sarcolor.models import ContextNet
+
+    cfg = ModelConfig(arch="contextnet", in_channels=5, polarisation="VV+VH", width=8, windows=(3, 7),
+                      renders=("s2-l2a",), render="s2-l2a")
+    net = ContextNet(cfg).eval()
+    x = torch.randn(1, 5, 32, 32)
+    feats = net.features(x)
+    assert feats.shape == (1, 3 * (2 + 3 * 2) + 2, 8, 8)
+    one = ContextNet(ModelConfig(arch="contextnet", width=8, windows=(3, 7), renders=("a",), render="a"))
+    # the single-band statistics are the polarimetric ones of channel 0 (grouped by statistic: every 3rd)
+    torch.testing.assert_close(one.features(x[:, :1]), feats[:, 0:-2:3])
+    torch.testing.assert_close(feats[:, -2:], torch.nn.functional.avg_pool2d(x[:, 3:5], 4))
+    ab, light = net.head(feats)
+    assert ab.shape == (1, 2, 8, 8) and light.shape == (1, 1, 8, 8)
+
+
+def test_ben_l2a_is_the_l2a_rendering() -> None:
+    from sarcolor.models import check_render
+
+    cfg = ModelConfig(arch="contextnet", renders=("s2-l2a", "sen12"), render="s2-l2a")
+    assert check_render(cfg, "ben-l2a") == "s2-l2a" and check_render(cfg, None) == "s2-l2a"
+    with pytest.raises(SarColorError, match="knows s2-l2a, sen12"):
+        check_render(cfg, "l1c")

@@ -70,3 +70,26 @@ def test_calibrated_scenes_without_land_keep_the_absolute_tone() -> None:
     # linear power is calibrated too: the same tone
     power = scene_stats((10.0 ** (lake / 10)).astype(np.float32), None, "linear")
     assert power.tone_map() == pytest.approx(st.tone_map(), abs=1e-3)
+
+
+def test_polarimetric_input_channels() -> None:
+    from sarcolor.preprocess import ABS_DB, POLARIMETRIC_CHANNELS, RATIO_DB, polarimetric_input
+
+    rng = np.random.default_rng(0)
+    vv = rng.uniform(-20, -5, (8, 9)).astype(np.float32)
+    vh = (vv - 6.0).astype(np.float32)  # a cross-pol ratio of -6 dB everywhere
+    dual = np.stack([vv, vh], axis=-1)
+    stats = scene_stats(dual, None, "db")
+    assert stats.calibrated and stats.medians == pytest.approx((np.median(vv), np.median(vh)), abs=1e-4)
+    x = polarimetric_input(dual, stats)
+    assert x.shape == (POLARIMETRIC_CHANNELS, 8, 9)
+    np.testing.assert_allclose(x[1], np.clip((vv - ABS_DB[0]) / ABS_DB[1], -2, 2), atol=1e-6)
+    np.testing.assert_allclose(x[2], (-6.0 - RATIO_DB[0]) / RATIO_DB[1], atol=1e-5)
+    assert (x[3] == 1).all() and (x[4] == 1).all()
+    single = polarimetric_input(vv, scene_stats(vv, None, "db"))  # one band: no ratio, no dual flag
+    np.testing.assert_array_equal(single[:2], x[:2])
+    assert (single[2] == 0).all() and (single[4] == 0).all() and (single[3] == 1).all()
+    # an 8-bit export is not calibrated: its levels mean nothing alone, only its normalised grey is read
+    grey = rng.integers(1, 255, (8, 9)).astype(np.uint8)
+    g = polarimetric_input(grey, scene_stats(grey, None, "8bit"))
+    assert (g[1:] == 0).all() and g[0].std() > 0

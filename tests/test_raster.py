@@ -326,3 +326,40 @@ def test_writer_rejects_rows_out_of_order(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="in order"), RGBWriter(tmp_path / "o.tif", 10, 10) as wr:
         wr.write_rows(5, np.zeros((3, 5, 10), np.uint8), np.ones((5, 10), bool))
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# dual-pol: both bands for a model that reads both polarisations
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("desc", "expect"), [(["VV", "VH"], (1, 2)), (["VH", "VV"], (2, 1)),
+                                              (["HV", "HH"], (2, 1)), (None, (1, 2))])
+def test_dual_model_reads_co_and_cross_pol_by_name_then_order(tmp_path: Path, desc, expect) -> None:
+    vv, vh = sar_db(40, 50, seed=1), sar_db(40, 50, seed=2) - 7
+    bands = {1: vv, 2: vh} if expect == (1, 2) else {1: vh, 2: vv}
+    path = write_geotiff(tmp_path / "d.tif", np.stack([bands[1], bands[2]]).astype(np.float32), descriptions=desc)
+    data, valid, src = _read_all(path, polarisation="VV+VH")
+    assert src.bands == expect and data.shape == (40, 50, 2) and valid.shape == (40, 50)
+    np.testing.assert_array_equal(data[..., 0], vv.astype(np.float32))  # co-pol first, whatever the file order
+    np.testing.assert_array_equal(data[..., 1], vh.astype(np.float32))
+
+
+def test_dual_model_on_one_band_reads_it_and_user_bands_win(tmp_path: Path) -> None:
+    one = write_geotiff(tmp_path / "one.tif", sar_db(30, 30).astype(np.float32))
+    data, _, src = _read_all(one, polarisation="VV+VH")
+    assert src.bands == (1,) and data.shape == (30, 30)
+    two = write_geotiff(tmp_path / "two.tif", np.stack([sar_db(30, 30), sar_db(30, 30, seed=3)]).astype(np.float32))
+    assert _read_all(two, polarisation="VV+VH", bands=[2])[2].bands == (2,)
+    assert _read_all(two, polarisation="VV+VH", bands=[2, 1])[2].bands == (2, 1)
+    assert _read_all(two, polarisation="VH")[2].bands == (2,)  # a single-band model: VH as before
+    with pytest.raises(SarColorError, match="band 3 does not exist"):
+        _open(two, polarisation="VV+VH", bands=[1, 3])
+
+
+def test_dual_pol_nodata_in_either_band_is_invalid(tmp_path: Path) -> None:
+    vv, vh = sar_db(20, 20).astype(np.float32), (sar_db(20, 20, seed=4) - 7).astype(np.float32)
+    vv[0, 0], vh[5, 5] = -9999, -9999
+    path = write_geotiff(tmp_path / "n.tif", np.stack([vv, vh]), nodata=-9999)
+    _, valid, _ = _read_all(path, polarisation="VV+VH")
+    assert not valid[0, 0] and not valid[5, 5] and valid.sum() == 398
+    arr = ArraySource(np.stack([vv, vh]), polarisation="VV+VH", nodata=-9999)
+    assert arr.read_rows(0, 20)[0].shape == (20, 20, 2) and arr.read_rows(0, 20)[1].sum() == 398

@@ -24,8 +24,9 @@ keeps the input's CRS and transform (GeoTIFF); nodata pixels stay nodata.</p>
 (e.g. 1,2).</p>
 <p><b>Scale</b>: how the values are stored; auto decides from the data type and range.</p>
 <p><b>Look</b>: sar (the default) or optical: sarcolor's --look option (needs a sarcolor that has it).</p>
-<p><b>Colours like</b>: empty for the model's default colour balance (Sentinel-2 true colour), or one of its
-renderings: sih-display (ISRO's sample scenes, India), sen12 (SEN1-2), ben-l2a (BigEarthNet, Europe).</p>
+<p><b>Colours like</b>: empty for the model's default colour balance (Sentinel-2 L2A natural colour, s2-l2a), or
+one of its renderings: s2-l1c-p99 (Sentinel-2 L1C stretched per channel), sih-display (ISRO's sample scenes, India),
+sen12 (SEN1-2), 3mos (Google-Earth-like views).</p>
 <p><b>Model</b>: empty or 'default' for the shipped model, or a .safetensors file from sarcolor train/export.</p>
 <p>Runs the sarcolor command set in Settings &gt; Options &gt; Processing &gt; Providers &gt; sarcolor; when
 none is set and sarcolor is installed in QGIS's own Python, runs there (else: sarcolor on PATH).</p>""".split())
