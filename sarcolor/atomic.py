@@ -149,16 +149,12 @@ def write_failed(dst: Path, exc: BaseException, *temps: Path) -> WriteFailed:
     return WriteFailed(f"{dst}: could not be written ({why}); nothing was left at that path")
 
 
-def publish(tmp: Path, dst: Path, verify: Callable[[Path], None] | None = None,
-            errors: tuple[type[BaseException], ...] = ()) -> Path:
-    """Flush ``tmp``, check it with ``verify`` (which raises when the file is incomplete), rename it to ``dst``.
-
-    On any failure ``tmp`` is removed; an OSError, or one of ``errors``, becomes a one-line ``WriteFailed``."""
+@contextlib.contextmanager
+def _removed_on_failure(tmp: Path, dst: Path, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """On any failure inside, ``tmp`` is removed; an OSError, or one of ``errors``, becomes a one-line
+    ``WriteFailed`` for ``dst``."""
     try:
-        _fsync(tmp)
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, dst)
+        yield
     except (OSError, *errors) as exc:
         with signals_held():
             remove_temp(tmp)
@@ -167,6 +163,18 @@ def publish(tmp: Path, dst: Path, verify: Callable[[Path], None] | None = None,
         with signals_held():
             remove_temp(tmp)
         raise
+
+
+def publish(tmp: Path, dst: Path, verify: Callable[[Path], None] | None = None,
+            errors: tuple[type[BaseException], ...] = ()) -> Path:
+    """Flush ``tmp``, check it with ``verify`` (which raises when the file is incomplete), rename it to ``dst``.
+
+    On any failure ``tmp`` is removed; an OSError, or one of ``errors``, becomes a one-line ``WriteFailed``."""
+    with _removed_on_failure(tmp, dst, errors):
+        _fsync(tmp)
+        if verify is not None:
+            verify(tmp)
+        os.replace(tmp, dst)
     return dst
 
 
@@ -175,16 +183,8 @@ def write_atomic(dst: str | Path, write: Callable[[Path], None], *, verify: Call
     """``write(tmp)`` to a temporary file beside ``dst``, then ``publish`` it; nothing is left on failure."""
     dst = Path(dst)
     tmp = temp_name(dst, tag)
-    try:
+    with _removed_on_failure(tmp, dst, errors):
         write(tmp)
-    except (OSError, *errors) as exc:
-        with signals_held():
-            remove_temp(tmp)
-        raise write_failed(dst, exc, tmp) from None
-    except BaseException:
-        with signals_held():
-            remove_temp(tmp)
-        raise
     return publish(tmp, dst, verify, errors)
 
 
