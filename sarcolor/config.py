@@ -68,8 +68,9 @@ def _dict(v: Any) -> str | None:
 FIELDS: dict[str, Callable[[Any], str | None]] = {
     "arch": _text(longest=64),  # which ones exist is the runtime's to say
     "in_channels": _int(1, 5),  # 5: a polarimetric contextnet (preprocess.POLARIMETRIC_CHANNELS)
-    # the largest network these allow (sarcolornet, width 128, 4 levels of 8 blocks, expand 4) has 96 M weights
-    "width": _int(1, 128),
+    # the largest network these allow (sarcolornet, width 64, 4 levels of 8 blocks, expand 4) has 24 M weights:
+    # a hostile file is refused within 2 s and 500 MB (width 128 built 96 M weights, 630 MB, before refusal)
+    "width": _int(1, 64),
     "enc_depths": _ints(0, 8, most=4),
     "expand": _int(1, 4),
     "norm": _text(("layer", "batch", "none")),
