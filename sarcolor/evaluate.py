@@ -152,7 +152,7 @@ class MeanColour:
 
     def predict(self, sar_raw: np.ndarray, sar_valid: np.ndarray, scale: str) -> np.ndarray:
         colour = np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
-        return np.broadcast_to(colour, (*sar_raw.shape, 3)).copy()
+        return np.broadcast_to(colour, (*sar_raw.shape[:2], 3)).copy()
 
 
 @dataclass

@@ -492,3 +492,30 @@ def test_hyp3_decomposition_colours_water_blue_vegetation_green_and_bare_ground_
     water, veg, bare = rgb
     assert water[2] > max(water[:2]) and veg[1] > max(veg[0], veg[2]) and bare[0] > max(bare[1], bare[2])
     assert rgb.min() >= 1  # 0 is kept for nodata
+
+
+def test_dual_pol_pairs_are_scored_by_every_predictor_and_the_hyp3_baseline(tmp_path: Path) -> None:
+    """A dual-pol float-dB source (sar_band VV+VH): the model and every baseline score it, the HyP3
+    decomposition too (only there), and the land-cover colour of an exact copy of the truth is 1."""
+    rng = np.random.default_rng(0)
+    for part in ("s1", "opt"):
+        (tmp_path / "d" / part).mkdir(parents=True)
+    for n in ("a", "b", "c"):
+        vv = rng.uniform(-20, -5, (64, 64)).astype(np.float32)
+        with rasterio.open(tmp_path / "d" / "s1" / f"{n}.tif", "w", driver="GTiff", width=64, height=64, count=2,
+                           dtype="float32") as ds:
+            ds.write(np.stack([vv, vv - 7]))
+            ds.descriptions = ("VV", "VH")
+        grey = np.clip((vv + 20) / 15 * 255, 0, 255).astype(np.uint8)
+        Image.fromarray(colour_of(grey)).save(tmp_path / "d" / "opt" / f"{n}.png")
+    cfg = {"sources": [{"root": str(tmp_path / "d"), "layout": "folders", "sar_dir": "s1", "opt_dir": "opt",
+                        "sar_band": "VV+VH", "sar_scale": "db", "name": "dual"}], "val": {"groups": ["c"]}}
+    splits = build_splits(cfg)
+    sar = read_pair(splits["val"][0])[0]
+    assert sar.shape == (64, 64, 2)  # co-pol, cross-pol
+    preds = ev.fit_baselines(splits["train"], quiet=True)
+    report = ev.run_evaluation(splits["val"], preds, tmp_path / "r", samples=1, quiet=True)
+    table = report.summary["dual"]
+    assert all(table[b]["count"] == 1 for b in BASELINES)
+    assert table["hyp3-rgb"]["structure"] > 0.3  # its colours follow the SAR's edges
+    assert 0.9 < table["intensity-lookup/src"]["land_cover_colour"] <= 1.0  # the truth is a function of the grey
