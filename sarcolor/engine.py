@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+try:
+    from threadpoolctl import threadpool_limits
+except ModuleNotFoundError:  # a Python without it (QGIS's own, given sarcolor's folder): BLAS threads as they are
+    threadpool_limits = None  # type: ignore[assignment]
 
 from . import lightnet
 from .errors import SarColorError, WriteFailed, require_torch
@@ -188,7 +192,7 @@ def _light_runtime(run: Callable[..., np.ndarray], threads: int) -> Iterator[tup
     of rows (a scene of one tile); numpy releases the GIL in its array operations."""
     # The head's matrix products are small: BLAS's own threads on top of these would only contend (and spin:
     # 2-4x the CPU time of a tile, measured), so BLAS runs one thread a call while inference lasts.
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(1, user_api="blas") if threadpool_limits else nullcontext():
         if threads == 1:
             yield (lambda batch: np.stack([run(x) for x in batch])), 1
             return

@@ -248,7 +248,7 @@ def _guarded(ds: DatasetReader, name: str, fn: Callable[[], np.ndarray], what: s
 
 def _data_bands(ds: DatasetReader) -> list[int]:
     """The 1-based bands of ``ds`` that are not alpha."""
-    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+    alpha = [i + 1 for i, c in enumerate(colour_interp(ds)) if c == ColorInterp.alpha]
     return [b for b in range(1, ds.count + 1) if b not in alpha]
 
 
@@ -432,11 +432,20 @@ def exif_orientation(path: Path, driver: str) -> int:
     return value if value in _ORIENT else 1
 
 
+def colour_interp(ds: DatasetReader) -> tuple[ColorInterp, ...]:
+    """The bands' colour interpretations; a damaged header (GDAL cannot read its tags) is a one-line error."""
+    try:
+        return ds.colorinterp
+    except _GDAL_ERRORS as exc:
+        why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise SarColorError(f"{ds.name}: not a readable image (truncated or corrupt?) [{why}]") from None
+
+
 def palette_lut(ds: DatasetReader, band: int, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(grey per index, index defined and not transparent) of a palette (indexed) band; None for other bands.
     A palette of colours is refused: a grey SAR image quantised to a palette has grey entries."""
     dtype = np.dtype(ds.dtypes[band - 1])
-    if ds.colorinterp[band - 1] != ColorInterp.palette or dtype.kind != "u" or dtype.itemsize > 2:
+    if colour_interp(ds)[band - 1] != ColorInterp.palette or dtype.kind != "u" or dtype.itemsize > 2:
         return None
     try:
         cmap = ds.colormap(band)

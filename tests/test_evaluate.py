@@ -456,6 +456,7 @@ def test_volkov_report(tmp_path):
     assert len(report.rows) == 3 * 7  # 2 looks + 5 baselines
     assert report.summary["all"] == report.summary["volkov_s1s2"]
     summary = report.summary["all"]
+    assert summary.pop("hyp3-rgb")["count"] == 0  # the dual-pol baseline: these tiles are one band (VH)
     for name, vals in summary.items():
         assert vals["count"] == 3
         assert all(math.isfinite(vals[k]) for k in (*metrics.METRICS, "swd")
