@@ -663,7 +663,7 @@ def _score_pair(ref: PairRef, predictors: Sequence[Predictor], bank: PatchBank, 
     reference = metrics.prepare(opt, grey, valid, sar_db)
     positions = metrics.patch_positions(valid, seed=zlib.crc32(ref.name.encode()))
     bank.truth[ref.name] = metrics.laplacian_patches(opt, positions)
-    bank.truth_ab[ref.name] = metrics.block_ab(opt, valid)
+    bank.truth_ab[ref.name] = reference.block_ab
     rows, panels = [], [thumbnail(grey)] if sheet else []
     for pred_obj in predictors:
         bound = for_pair(pred_obj, ref)
@@ -673,11 +673,11 @@ def _score_pair(ref: PairRef, predictors: Sequence[Predictor], bank: PatchBank, 
         if pred.shape != opt.shape or pred.dtype != np.uint8:
             raise SarColorError(f"{pred_obj.name} on {ref.name}: returned {pred.shape} {pred.dtype}, "
                                 f"expected {opt.shape} uint8")
-        scores, delta_e = metrics.score(pred, reference)
+        scores, delta_e, pred_ab = metrics.score(pred, reference)
         rows.append({"image": ref.name, "source": ref.source, "group": ref.group, "model": pred_obj.name,
                      "valid_pixels": int(valid.sum()), **scores})
         bank.pred[(pred_obj.name, ref.name)] = metrics.laplacian_patches(pred, positions)
-        bank.pred_ab[(pred_obj.name, ref.name)] = metrics.block_ab(pred, valid)
+        bank.pred_ab[(pred_obj.name, ref.name)] = pred_ab
         if sheet and not getattr(pred_obj, "baseline", False):
             panels.append(thumbnail(pred))
         if heat_dir:

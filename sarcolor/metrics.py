@@ -495,6 +495,7 @@ class Reference:
     inner: np.ndarray | None = None  # valid pixels with a valid 3x3 neighbourhood (structure, sharpness)
     sar_grad: np.ndarray | None = None  # gradient magnitude of the smoothed log SAR (None: no structure)
     lap_std: float = math.nan  # std of the Laplacian of the truth's L* (sharpness)
+    block_ab: np.ndarray | None = None  # the truth's centred block a*b* (land-cover colour, colour spread)
 
 
 def prepare(truth: np.ndarray, sar_grey: np.ndarray, valid: np.ndarray | None = None,
@@ -510,11 +511,12 @@ def prepare(truth: np.ndarray, sar_grey: np.ndarray, valid: np.ndarray | None = 
     inner = _inner(valid)
     sar_grad = None if sar_db is None else _grad_mag(sar_db.astype(np.float64), valid)
     return Reference(truth, valid, lab, _lab(grey_rgb(sar_grey)), sorted_ab, masked_smooth(lab, valid), inner,
-                     sar_grad, _laplace_std(lab[..., 0], inner))
+                     sar_grad, _laplace_std(lab[..., 0], inner), _block_ab(lab, valid))
 
 
-def score(pred: np.ndarray, ref: Reference) -> tuple[dict[str, float], np.ndarray]:
-    """All metrics of one prediction against a prepared reference, and its per-pixel CIEDE2000 map."""
+def score(pred: np.ndarray, ref: Reference) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """All metrics of one prediction against a prepared reference, its per-pixel CIEDE2000 map and its centred
+    block a*b* (``block_ab``, for the set metrics), from one Lab conversion of the prediction."""
     valid = _check(pred, ref.truth, ref.valid)
     lab_p = _lab(pred)
     de = deltaE_ciede2000(ref.lab, lab_p)
@@ -536,7 +538,7 @@ def score(pred: np.ndarray, ref: Reference) -> tuple[dict[str, float], np.ndarra
         "ab_wasserstein": _ab_wasserstein(lab_p, ref.lab, valid, ref.sorted_ab),
         "identity_collapse": collapse,
     }
-    return out, de
+    return out, de, _block_ab(lab_p, valid)
 
 
 def all_metrics(pred: np.ndarray, truth: np.ndarray, sar_grey: np.ndarray,
