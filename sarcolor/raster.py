@@ -16,12 +16,13 @@ for tools that do not understand alpha.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -714,7 +715,8 @@ class RGBWriter:
             self.tmp = temp_name(self.dst, "part")
             self.temps.append(self.tmp)
         self.ds: Any = None
-        try:  # a stop (SIGTERM, Ctrl-C) before the caller's ``with`` holds this writer still removes the file
+        # a stop (SIGTERM, Ctrl-C) before the caller's ``with`` holds this writer still removes the file
+        with self._aborted_on_failure():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG, or an image without CRS
                 self.ds = rasterio.open(self.tmp or "", "w", **profile)
@@ -725,6 +727,13 @@ class RGBWriter:
                 self.ds.rpcs = georef.rpcs
             if tags:
                 self.ds.update_tags(**tags)
+
+    @contextlib.contextmanager
+    def _aborted_on_failure(self) -> Iterator[None]:
+        """On any failure inside, the writer's temporary files are removed; a GDAL error becomes a one-line
+        ``WriteFailed``."""
+        try:
+            yield
         except _GDAL_ERRORS as exc:
             err = self._failed(exc)
             self.abort()
@@ -765,15 +774,8 @@ class RGBWriter:
         in one rename. A write that failed (a full disk) raises ``WriteFailed`` and leaves nothing behind."""
         if self._written != self.height:
             raise ValueError(f"only {self._written} of {self.height} rows were written")
-        try:
+        with self._aborted_on_failure():
             final = self._finish()
-        except _GDAL_ERRORS as exc:
-            err = self._failed(exc)
-            self.abort()
-            raise err from None
-        except BaseException:
-            self.abort()
-            raise
         self.temps.remove(final)
         try:
             publish(final, self.dst, verify_raster, _GDAL_ERRORS)
